@@ -1,0 +1,260 @@
+"""Working in-memory implementations of every port, backed by dicts and lists.
+
+They follow the same contracts as the real adapters (the contract tests in
+``tests/integration/test_port_contracts.py`` run against both), so other services can
+use them in their tests, and :class:`InMemoryPipeline` runs the whole STG -> DDS -> CDM
+pipeline in one process with no services at all.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+
+from attrs import define, field
+
+from dwh_core.counters import Contribution, CounterUpdate
+from dwh_core.layers import BatchResult, CdmService, DdsService, StgService
+from dwh_core.messages import DeadLetter, InMessage, OutMessage
+from dwh_core.orders import Restaurant, User
+from dwh_core.parsing import encode_dictionary_entry
+from dwh_core.ports import RawEvent
+from dwh_core.vault import Hub, Link, Satellite, SatelliteState, VaultRows
+
+
+class InMemoryDictionaries:
+    def __init__(self, entries: Mapping[str, bytes] | None = None) -> None:
+        self.entries: dict[str, bytes] = dict(entries or {})
+
+    def put(self, *entities: User | Restaurant) -> None:
+        for entity in entities:
+            self.entries[entity.id] = encode_dictionary_entry(entity)
+
+    def fetch(self, ids: Collection[str]) -> Mapping[str, bytes]:
+        return {key: self.entries[key] for key in ids if key in self.entries}
+
+
+class InMemoryRawEventStore:
+    def __init__(self) -> None:
+        self.events: dict[int, RawEvent] = {}
+
+    def save(self, events: Sequence[RawEvent]) -> None:
+        for event in events:
+            current = self.events.get(event.object_id)
+            if current is None or event.update_ts > current.update_ts:
+                self.events[event.object_id] = event
+
+
+class _InMemoryVaultTransaction:
+    def __init__(self, store: InMemoryVaultStore) -> None:
+        self._store = store
+        self._pending: list[tuple[VaultRows, Sequence[SatelliteState]]] = []
+
+    def satellite_states(
+        self, keys: Collection[tuple[str, uuid.UUID]]
+    ) -> Mapping[tuple[str, uuid.UUID], SatelliteState]:
+        states = self._store.states
+        return {key: states[key] for key in keys if key in states}
+
+    def save(self, rows: VaultRows, states: Sequence[SatelliteState]) -> None:
+        self._pending.append((rows, states))
+
+    def commit(self) -> None:
+        store = self._store
+        for rows, states in self._pending:
+            for hub in rows.hubs:
+                store.hubs[hub.name].setdefault(hub.pk, hub)
+            for link in rows.links:
+                store.links[link.name].setdefault(link.pk, link)
+            for sat in rows.satellites:
+                store.satellites[sat.name][sat.hub_pk].append(sat)
+            store.states.update(((state.name, state.hub_pk), state) for state in states)
+
+
+class InMemoryVaultStore:
+    """Hubs, links, insert-only satellites and their states; a transaction that raises
+    leaves them untouched."""
+
+    def __init__(self) -> None:
+        self.hubs: dict[str, dict[uuid.UUID, Hub]] = defaultdict(dict)
+        self.links: dict[str, dict[uuid.UUID, Link]] = defaultdict(dict)
+        self.satellites: dict[str, dict[uuid.UUID, list[Satellite]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
+        self.states: dict[tuple[str, uuid.UUID], SatelliteState] = {}
+
+    @contextmanager
+    def transaction(self) -> Iterator[_InMemoryVaultTransaction]:
+        transaction = _InMemoryVaultTransaction(self)
+        yield transaction
+        transaction.commit()
+
+    def current(self, name: str, hub_pk: uuid.UUID) -> Satellite | None:
+        """The satellite row with the greatest ``source_ts`` of a key."""
+        history = self.satellites[name].get(hub_pk)
+        return max(history, key=lambda row: row.source_ts) if history else None
+
+
+@define
+class _Marts:
+    ledger: dict[uuid.UUID, Contribution] = field(factory=dict)
+    products: dict[tuple[uuid.UUID, uuid.UUID], tuple[str, int]] = field(factory=dict)
+    categories: dict[tuple[uuid.UUID, uuid.UUID], tuple[str, int]] = field(factory=dict)
+
+
+class _InMemoryCounterTransaction:
+    """Reads the committed marts; ``apply`` stages its changes until the commit."""
+
+    def __init__(self, marts: _Marts) -> None:
+        self._marts = marts
+        self._staged = _Marts()
+
+    def ledger(self, order_keys: Collection[uuid.UUID]) -> Mapping[uuid.UUID, Contribution]:
+        return {key: self._marts.ledger[key] for key in order_keys if key in self._marts.ledger}
+
+    def apply(self, update: CounterUpdate) -> None:
+        for deltas, table, staged in (
+            (update.products, self._marts.products, self._staged.products),
+            (update.categories, self._marts.categories, self._staged.categories),
+        ):
+            for delta in deltas:
+                key = (delta.user_key, delta.key)
+                name, count = staged.get(key) or table.get(key, ("", 0))
+                if count + delta.delta < 0:
+                    raise ValueError(f"counter below zero for {delta}")
+                staged[key] = (delta.name or name, count + delta.delta)
+        self._staged.ledger.update((c.order_key, c) for c in update.contributions)
+
+    def commit(self) -> None:
+        self._marts.ledger.update(self._staged.ledger)
+        self._marts.products.update(self._staged.products)
+        self._marts.categories.update(self._staged.categories)
+
+
+class InMemoryCounterStore:
+    """The marts and the ledger; a transaction that raises leaves them untouched."""
+
+    def __init__(self) -> None:
+        self._marts = _Marts()
+
+    @contextmanager
+    def transaction(self) -> Iterator[_InMemoryCounterTransaction]:
+        transaction = _InMemoryCounterTransaction(self._marts)
+        yield transaction
+        transaction.commit()
+
+    def product_counts(self) -> dict[tuple[uuid.UUID, uuid.UUID], int]:
+        """(user key, product key) -> order count, rows with 0 left out."""
+        return {key: count for key, (_, count) in self._marts.products.items() if count}
+
+    def category_counts(self) -> dict[tuple[uuid.UUID, uuid.UUID], int]:
+        return {key: count for key, (_, count) in self._marts.categories.items() if count}
+
+    def names(self) -> dict[uuid.UUID, str]:
+        tables = (self._marts.products, self._marts.categories)
+        return {key: name for table in tables for (_, key), (name, _) in table.items()}
+
+
+class InMemoryTopics:
+    """Topics as lists of messages (one partition each)."""
+
+    def __init__(self) -> None:
+        self.messages: dict[str, list[InMessage]] = defaultdict(list)
+
+    def append(self, topic: str, value: bytes | None, key: bytes | None = None) -> InMessage:
+        log = self.messages[topic]
+        message = InMessage(value=value, topic=topic, partition=0, offset=len(log), key=key)
+        log.append(message)
+        return message
+
+
+class InMemoryPublisher:
+    def __init__(self, topics: InMemoryTopics, topic: str) -> None:
+        self._topics = topics
+        self._topic = topic
+
+    def publish(self, messages: Sequence[OutMessage]) -> None:
+        for message in messages:
+            self._topics.append(self._topic, message.value, message.key)
+
+
+class InMemoryDeadLetters:
+    def __init__(self, topics: InMemoryTopics) -> None:
+        self._topics = topics
+        self.letters: list[DeadLetter] = []
+
+    def send(self, letters: Sequence[DeadLetter]) -> None:
+        for letter in letters:
+            self._topics.append(letter.topic, letter.message.value, letter.message.key)
+            self.letters.append(letter)
+
+
+class FixedClock:
+    def __init__(self, now: datetime) -> None:
+        self.time = now
+
+    def now(self) -> datetime:
+        return self.time
+
+
+ORDERS_TOPIC = "order-service_orders"
+STG_TOPIC = "stg-service-orders"
+DDS_TOPIC = "dds-service-orders"
+
+
+class InMemoryPipeline:
+    """STG -> DDS -> CDM in one process, each layer reading its topic in batches."""
+
+    def __init__(self, dictionaries: InMemoryDictionaries, clock: FixedClock) -> None:
+        self.topics = InMemoryTopics()
+        self.dictionaries = dictionaries
+        self.events = InMemoryRawEventStore()
+        self.vault = InMemoryVaultStore()
+        self.counters = InMemoryCounterStore()
+        self.dead_letters = InMemoryDeadLetters(self.topics)
+        self.layers: list[tuple[str, StgService | DdsService | CdmService]] = [
+            (
+                ORDERS_TOPIC,
+                StgService(
+                    dictionaries,
+                    self.events,
+                    InMemoryPublisher(self.topics, STG_TOPIC),
+                    self.dead_letters,
+                ),
+            ),
+            (
+                STG_TOPIC,
+                DdsService(
+                    self.vault,
+                    InMemoryPublisher(self.topics, DDS_TOPIC),
+                    self.dead_letters,
+                    clock,
+                    STG_TOPIC,
+                ),
+            ),
+            (DDS_TOPIC, CdmService(self.counters, self.dead_letters)),
+        ]
+        self.positions: dict[str, int] = defaultdict(int)
+
+    def feed(self, values: Iterable[bytes | None]) -> None:
+        for value in values:
+            self.topics.append(ORDERS_TOPIC, value)
+
+    def run(self, batch_sizes: Iterator[int] | None = None) -> list[BatchResult]:
+        """Drain every layer's topic, in batches of the given sizes (default 500)."""
+        results: list[BatchResult] = []
+        for topic, service in self.layers:
+            log = self.topics.messages[topic]
+            while self.positions[topic] < len(log):
+                size = next(batch_sizes, 500) if batch_sizes is not None else 500
+                batch = log[self.positions[topic] : self.positions[topic] + size]
+                results.append(service.handle(batch))
+                self.positions[topic] += len(batch)
+        return results
+
+    def replay(self) -> None:
+        """Every layer reads its topic again from the beginning."""
+        self.positions.clear()

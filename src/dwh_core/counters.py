@@ -1,0 +1,126 @@
+"""The mart counters (CONTRACT.md §4) and how the CDM layer keeps them exact.
+
+An order **counts** when its newest version (greatest ``update_ts``) is ``CLOSED``; a
+user's counter for a product (or a category) is the number of distinct counted orders
+that contain it.
+
+How it stays exact and idempotent: **deltas guarded by a ledger.** For every order the
+store keeps one ledger row, a :class:`Contribution`: the ``update_ts`` of the newest
+version applied so far and the product and category keys that version counts under
+(empty unless it is ``CLOSED``). A batch of order versions is reduced to the newest
+version per order; a version no newer than the ledger's is stale or a replay and changes
+nothing; otherwise the counters move by the difference between the new contribution
+and the old one, and the ledger row is replaced, **in the same transaction** as the
+counters. So any replay, duplicate, crash or restart leaves the same numbers: a batch
+either committed with its ledger rows (and is then a no-op when replayed) or did not
+commit at all.
+
+Why not recompute the affected keys from the vault instead? Recomputing a user's
+counters means reading every order of that user from the vault on every change, a cost
+that grows with history; the ledger costs one indexed read and one write per order,
+whatever the history, and keeps the CDM layer independent of the DDS tables, so the two
+can live in different databases.
+
+At equal ``update_ts`` the version applied first is kept (the satellites follow the
+same rule).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+
+from attrs import frozen
+
+from dwh_core.orders import OrderFacts
+
+
+@frozen
+class Contribution:
+    """What one order currently adds to the marts: a ledger row."""
+
+    order_key: uuid.UUID
+    user_key: uuid.UUID
+    update_ts: datetime
+    products: frozenset[uuid.UUID]
+    categories: frozenset[uuid.UUID]
+
+
+@frozen
+class CounterDelta:
+    """Add ``delta`` to the counter of (``user_key``, ``key``); ``name`` is the newest
+    known name of the product or category, or None when this batch did not see it."""
+
+    user_key: uuid.UUID
+    key: uuid.UUID
+    name: str | None
+    delta: int
+
+
+@frozen
+class CounterUpdate:
+    """What one batch changes: counter deltas (sorted by key, no zeros) and ledger rows."""
+
+    products: list[CounterDelta]
+    categories: list[CounterDelta]
+    contributions: list[Contribution]
+
+    def is_empty(self) -> bool:
+        return not self.contributions
+
+
+def newest_versions(versions: Iterable[OrderFacts]) -> dict[uuid.UUID, OrderFacts]:
+    """The newest version of each order; at equal ``update_ts`` the first one seen."""
+    newest: dict[uuid.UUID, OrderFacts] = {}
+    for facts in versions:
+        seen = newest.get(facts.order_key)
+        if seen is None or facts.update_ts > seen.update_ts:
+            newest[facts.order_key] = facts
+    return newest
+
+
+def contribution_of(facts: OrderFacts) -> Contribution:
+    counted = facts.counts
+    return Contribution(
+        order_key=facts.order_key,
+        user_key=facts.user_key,
+        update_ts=facts.update_ts,
+        products=frozenset(p.key for p in facts.products) if counted else frozenset(),
+        categories=frozenset(c.key for c in facts.categories) if counted else frozenset(),
+    )
+
+
+def plan_update(
+    ledger: Mapping[uuid.UUID, Contribution], versions: Iterable[OrderFacts]
+) -> CounterUpdate:
+    """The counter deltas and new ledger rows for a batch of order versions, given the
+    ledger rows of the orders in the batch (orders absent from ``ledger`` are new)."""
+    product_deltas: Counter[tuple[uuid.UUID, uuid.UUID]] = Counter()
+    category_deltas: Counter[tuple[uuid.UUID, uuid.UUID]] = Counter()
+    names: dict[uuid.UUID, str] = {}
+    contributions: list[Contribution] = []
+    for order_key, facts in newest_versions(versions).items():
+        old = ledger.get(order_key)
+        if old is not None and old.update_ts >= facts.update_ts:
+            continue
+        new = contribution_of(facts)
+        names.update((p.key, p.name) for p in facts.products)
+        names.update((c.key, c.name) for c in facts.categories)
+        product_deltas.update((new.user_key, key) for key in new.products)
+        category_deltas.update((new.user_key, key) for key in new.categories)
+        if old is not None:
+            product_deltas.subtract((old.user_key, key) for key in old.products)
+            category_deltas.subtract((old.user_key, key) for key in old.categories)
+        contributions.append(new)
+
+    def deltas(counter: Counter[tuple[uuid.UUID, uuid.UUID]]) -> list[CounterDelta]:
+        return [
+            CounterDelta(user_key, key, names.get(key), delta)
+            for (user_key, key), delta in sorted(counter.items())
+            if delta
+        ]
+
+    contributions.sort(key=lambda c: c.order_key)
+    return CounterUpdate(deltas(product_deltas), deltas(category_deltas), contributions)

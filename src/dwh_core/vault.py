@@ -1,0 +1,279 @@
+"""The Data Vault 2.0 model of the DDS layer (CONTRACT.md §3), built from enriched orders.
+
+Five hubs, four links and five satellites. Each table is described once, by a spec, and
+rows refer to their table by name; the storage adapters generate their statements from
+the same specs, so the model is written down in one place.
+
+* A hub key is :func:`~dwh_core.hashing.hash_key` of the business key (for
+  ``h_order`` the business key is ``order_id``; ``order_dt`` is carried along).
+* A link key is ``hash_key`` of the business keys of its two hubs, in the link's
+  column order (``l_order_product``: order id, then product id).
+* A satellite row carries the source ``update_ts`` of the order version it came from
+  (column ``source_ts``). Per satellite and key the store keeps a small state: the
+  hashdiff of the current row and the greatest ``source_ts`` seen (the watermark). A
+  version newer than the watermark moves the watermark and adds a row only when its
+  hashdiff differs from the current row's; a version at or below the watermark is stale
+  or a replay and adds nothing. So the current row (the one with the greatest
+  ``source_ts``) always reflects the newest version whatever the order of arrival, and a
+  replay adds nothing. A stale version that arrives after a newer one is not written
+  into the history: satellites are insert-only, and a row slipped in behind the current
+  one would change what the history says was current afterwards.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+
+from attrs import field, frozen
+
+from dwh_core.hashing import hash_key, hashdiff
+from dwh_core.orders import EnrichedOrder, KeyName, OrderFacts
+
+
+@frozen
+class HubSpec:
+    name: str
+    table: str
+    pk: str
+    key_columns: tuple[str, ...]
+    key_types: tuple[str, ...]
+
+
+@frozen
+class LinkSpec:
+    name: str
+    table: str
+    pk: str
+    hubs: tuple[str, str]
+
+
+@frozen
+class SatelliteSpec:
+    name: str
+    table: str
+    hub: str
+    columns: tuple[str, ...]
+    column_types: tuple[str, ...]
+
+    @property
+    def hashdiff_column(self) -> str:
+        return f"hk_{self.name}_hashdiff"
+
+
+HUBS = {
+    spec.name: spec
+    for spec in (
+        HubSpec("user", "h_user", "h_user_pk", ("user_id",), ("varchar",)),
+        HubSpec("product", "h_product", "h_product_pk", ("product_id",), ("varchar",)),
+        HubSpec("category", "h_category", "h_category_pk", ("category_name",), ("varchar",)),
+        HubSpec("restaurant", "h_restaurant", "h_restaurant_pk", ("restaurant_id",), ("varchar",)),
+        HubSpec("order", "h_order", "h_order_pk", ("order_id", "order_dt"), ("int", "timestamp")),
+    )
+}
+LINKS = {
+    spec.name: spec
+    for spec in (
+        LinkSpec("order_product", "l_order_product", "hk_order_product_pk", ("order", "product")),
+        LinkSpec(
+            "product_restaurant",
+            "l_product_restaurant",
+            "hk_product_restaurant_pk",
+            ("product", "restaurant"),
+        ),
+        LinkSpec(
+            "product_category",
+            "l_product_category",
+            "hk_product_category_pk",
+            ("product", "category"),
+        ),
+        LinkSpec("order_user", "l_order_user", "hk_order_user_pk", ("order", "user")),
+    )
+}
+SATELLITES = {
+    spec.name: spec
+    for spec in (
+        SatelliteSpec(
+            "user_names", "s_user_names", "user", ("username", "userlogin"), ("varchar", "varchar")
+        ),
+        SatelliteSpec("product_names", "s_product_names", "product", ("name",), ("varchar",)),
+        SatelliteSpec(
+            "restaurant_names", "s_restaurant_names", "restaurant", ("name",), ("varchar",)
+        ),
+        SatelliteSpec("order_cost", "s_order_cost", "order", ("cost", "payment"), ("int", "int")),
+        SatelliteSpec("order_status", "s_order_status", "order", ("status",), ("varchar",)),
+    )
+}
+
+
+@frozen
+class Hub:
+    """A hub row: ``values`` are the spec's key columns (the first is the business key)."""
+
+    name: str
+    pk: uuid.UUID
+    values: tuple[object, ...]
+    load_dt: datetime
+    load_src: str
+
+
+@frozen
+class Link:
+    name: str
+    pk: uuid.UUID
+    hub_pks: tuple[uuid.UUID, uuid.UUID]
+    load_dt: datetime
+    load_src: str
+
+
+@frozen
+class Satellite:
+    name: str
+    hub_pk: uuid.UUID
+    values: tuple[object, ...]
+    hashdiff: uuid.UUID
+    source_ts: datetime
+    load_dt: datetime
+    load_src: str
+
+
+@frozen
+class VaultRows:
+    """The rows of one or more orders, grouped by kind, keys unique within each table."""
+
+    hubs: list[Hub] = field(factory=list)
+    links: list[Link] = field(factory=list)
+    satellites: list[Satellite] = field(factory=list)
+
+    def is_empty(self) -> bool:
+        return not (self.hubs or self.links or self.satellites)
+
+
+def order_rows(order: EnrichedOrder, load_dt: datetime, load_src: str) -> VaultRows:
+    """The hub, link and satellite rows that one enriched order version contributes."""
+    payload = order.payload
+    source_ts = payload.update_ts
+
+    def hub(name: str, *values: object) -> Hub:
+        return Hub(name, hash_key(values[0]), values, load_dt, load_src)
+
+    def link(name: str, first: Hub, second: Hub) -> Link:
+        return Link(
+            name,
+            hash_key(first.values[0], second.values[0]),
+            (first.pk, second.pk),
+            load_dt,
+            load_src,
+        )
+
+    def satellite(name: str, owner: Hub, *values: object) -> Satellite:
+        return Satellite(name, owner.pk, values, hashdiff(*values), source_ts, load_dt, load_src)
+
+    user = hub("user", payload.user.id)
+    restaurant = hub("restaurant", payload.restaurant.id)
+    order_hub = hub("order", payload.id, payload.date)
+    rows = VaultRows(
+        hubs=[user, restaurant, order_hub],
+        links=[link("order_user", order_hub, user)],
+        satellites=[
+            satellite("user_names", user, payload.user.name, payload.user.login),
+            satellite("restaurant_names", restaurant, payload.restaurant.name),
+            satellite("order_cost", order_hub, payload.cost, payload.payment),
+            satellite("order_status", order_hub, payload.status),
+        ],
+    )
+    for item in payload.products:
+        product = hub("product", item.id)
+        category = hub("category", item.category)
+        rows.hubs.extend((product, category))
+        rows.links.extend(
+            (
+                link("order_product", order_hub, product),
+                link("product_restaurant", product, restaurant),
+                link("product_category", product, category),
+            )
+        )
+        rows.satellites.append(satellite("product_names", product, item.name))
+    return rows
+
+
+@frozen
+class SatelliteState:
+    """Per satellite and key: the current row's hashdiff and the newest ``source_ts`` seen."""
+
+    name: str
+    hub_pk: uuid.UUID
+    hashdiff: uuid.UUID
+    source_ts: datetime
+
+
+@frozen
+class SatelliteChanges:
+    rows: list[Satellite]
+    states: list[SatelliteState]
+
+
+def satellite_changes(
+    candidates: Iterable[Satellite],
+    states: Mapping[tuple[str, uuid.UUID], SatelliteState],
+) -> SatelliteChanges:
+    """The satellite rows to insert and the states to store for a batch of candidate
+    rows, given the stored states of their keys (the rule is in the module docstring)."""
+    by_key: dict[tuple[str, uuid.UUID], list[Satellite]] = {}
+    for candidate in candidates:
+        by_key.setdefault((candidate.name, candidate.hub_pk), []).append(candidate)
+    rows: list[Satellite] = []
+    new_states: list[SatelliteState] = []
+    for key, versions in sorted(by_key.items()):
+        state = states.get(key)
+        current = state.hashdiff if state else None
+        watermark = state.source_ts if state else None
+        for version in sorted(versions, key=lambda row: row.source_ts):
+            if watermark is not None and version.source_ts <= watermark:
+                continue
+            if version.hashdiff != current:
+                rows.append(version)
+                current = version.hashdiff
+            watermark = version.source_ts
+        if (
+            current is not None
+            and watermark is not None
+            and (state is None or watermark != state.source_ts)
+        ):
+            new_states.append(SatelliteState(key[0], key[1], current, watermark))
+    return SatelliteChanges(rows, new_states)
+
+
+def merge(batches: Iterable[VaultRows]) -> VaultRows:
+    """One set of rows per table: hubs and links once per key, satellites once per
+    (key, source_ts); at equal ``source_ts`` the first version seen is kept."""
+    hubs: dict[tuple[str, uuid.UUID], Hub] = {}
+    links: dict[tuple[str, uuid.UUID], Link] = {}
+    satellites: dict[tuple[str, uuid.UUID, datetime], Satellite] = {}
+    for rows in batches:
+        for hub in rows.hubs:
+            hubs.setdefault((hub.name, hub.pk), hub)
+        for link in rows.links:
+            links.setdefault((link.name, link.pk), link)
+        for sat in rows.satellites:
+            satellites.setdefault((sat.name, sat.hub_pk, sat.source_ts), sat)
+    return VaultRows(list(hubs.values()), list(links.values()), list(satellites.values()))
+
+
+def order_facts(order: EnrichedOrder) -> OrderFacts:
+    """What the marts need of one enriched order version: distinct products and
+    categories by hub key, with their names."""
+    payload = order.payload
+    products = {hash_key(item.id): item.name for item in payload.products}
+    categories = {hash_key(item.category): item.category for item in payload.products}
+    return OrderFacts(
+        order_key=hash_key(payload.id),
+        order_id=payload.id,
+        user_key=hash_key(payload.user.id),
+        user_id=payload.user.id,
+        update_ts=payload.update_ts,
+        status=payload.status,
+        products=[KeyName(key, name) for key, name in products.items()],
+        categories=[KeyName(key, name) for key, name in categories.items()],
+    )
