@@ -1,0 +1,289 @@
+{{/*
+Names. The full name is cut to 52 characters so that "<fullname>-migrate" and the
+per-worker "<fullname>-<layer>" stay valid DNS labels (63).
+*/}}
+{{- define "dwh-workers.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 52 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "dwh-workers.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the resources of one layer. Context: dict root, name. */}}
+{{- define "dwh-workers.workerFullname" -}}
+{{- printf "%s-%s" (include "dwh-workers.fullname" .root) .name }}
+{{- end }}
+
+{{- define "dwh-workers.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels of every resource. Context: root. */}}
+{{- define "dwh-workers.labels" -}}
+helm.sh/chart: {{ include "dwh-workers.chart" . }}
+app.kubernetes.io/name: {{ include "dwh-workers.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: dwh
+{{- end }}
+
+{{/* Selector labels of one layer. Context: dict root, name. */}}
+{{- define "dwh-workers.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "dwh-workers.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .name }}
+{{- end }}
+
+{{/* Labels of one layer's resources. Context: dict root, name. */}}
+{{- define "dwh-workers.workerLabels" -}}
+{{ include "dwh-workers.labels" .root }}
+app.kubernetes.io/component: {{ .name }}
+{{- end }}
+
+{{- define "dwh-workers.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* Kafka flavours. */}}
+{{- define "dwh-workers.kafkaSasl" -}}
+{{- if hasPrefix "SASL_" .Values.kafka.securityProtocol }}true{{ end }}
+{{- end }}
+
+{{- define "dwh-workers.kafkaTls" -}}
+{{- if has .Values.kafka.securityProtocol (list "SSL" "SASL_SSL") }}true{{ end }}
+{{- end }}
+
+{{/* "host:port,..." for clients that take a bootstrap list (KEDA). */}}
+{{- define "dwh-workers.bootstrapServers" -}}
+{{- if .Values.keda.bootstrapServers }}
+{{- .Values.keda.bootstrapServers }}
+{{- else if contains ":" .Values.kafka.host }}
+{{- .Values.kafka.host }}
+{{- else }}
+{{- printf "%s:%d" .Values.kafka.host (int .Values.kafka.port) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Path of a CA file: relative names live in the mounted caBundle; an absolute path is
+used as it is. Context: dict root, file.
+*/}}
+{{- define "dwh-workers.caPath" -}}
+{{- if hasPrefix "/" .file }}
+{{- .file }}
+{{- else }}
+{{- printf "%s/%s" (trimSuffix "/" .root.Values.caBundle.mountPath) .file }}
+{{- end }}
+{{- end }}
+
+{{- define "dwh-workers.caBundleEnabled" -}}
+{{- if or .Values.caBundle.secretName .Values.caBundle.configMapName }}true{{ end }}
+{{- end }}
+
+{{/*
+Settings shared by every layer and the migration Job, as a YAML map of environment
+variables (names exactly as docs/configuration.md).
+*/}}
+{{- define "dwh-workers.commonSettings" -}}
+KAFKA_HOST: {{ .Values.kafka.host | quote }}
+KAFKA_PORT: {{ .Values.kafka.port | int | toString | quote }}
+KAFKA_SECURITY_PROTOCOL: {{ .Values.kafka.securityProtocol | quote }}
+KAFKA_SASL_MECHANISM: {{ .Values.kafka.saslMechanism | quote }}
+{{- with .Values.kafka.sslCaFile }}
+KAFKA_SSL_CA_LOCATION: {{ include "dwh-workers.caPath" (dict "root" $ "file" .) | quote }}
+{{- end }}
+REDIS_HOST: {{ .Values.redis.host | quote }}
+REDIS_PORT: {{ .Values.redis.port | int | toString | quote }}
+REDIS_SSL: {{ .Values.redis.ssl | toString | quote }}
+{{- with .Values.redis.sslCaFile }}
+REDIS_SSL_CA_FILE: {{ include "dwh-workers.caPath" (dict "root" $ "file" .) | quote }}
+{{- end }}
+PG_WAREHOUSE_HOST: {{ .Values.postgres.host | quote }}
+PG_WAREHOUSE_PORT: {{ .Values.postgres.port | int | toString | quote }}
+PG_WAREHOUSE_DBNAME: {{ .Values.postgres.dbname | quote }}
+PG_WAREHOUSE_USER: {{ .Values.postgres.user | quote }}
+PG_WAREHOUSE_SSLMODE: {{ .Values.postgres.sslmode | quote }}
+{{- with .Values.postgres.sslRootCertFile }}
+PG_WAREHOUSE_SSLROOTCERT: {{ include "dwh-workers.caPath" (dict "root" $ "file" .) | quote }}
+{{- end }}
+DWH_HTTP_PORT: {{ .Values.httpPort | int | toString | quote }}
+DWH_LOG_FORMAT: {{ .Values.log.format | quote }}
+DWH_LOG_LEVEL: {{ .Values.log.level | quote }}
+{{- end }}
+
+{{/* Settings of one layer: the common ones plus its topics, group and batch. Context: dict root, name, worker. */}}
+{{- define "dwh-workers.workerSettings" -}}
+{{ include "dwh-workers.commonSettings" .root }}
+KAFKA_CONSUMER_GROUP: {{ .worker.consumerGroup | quote }}
+KAFKA_SOURCE_TOPIC: {{ .worker.sourceTopic | quote }}
+{{- with .worker.destinationTopic }}
+KAFKA_DESTINATION_TOPIC: {{ . | quote }}
+{{- end }}
+DWH_BATCH_SIZE: {{ .worker.batchSize | int | toString | quote }}
+DWH_BATCH_WAIT_MS: {{ .worker.batchWaitMs | int | toString | quote }}
+{{- end }}
+
+{{- define "dwh-workers.secretName" -}}
+{{- default (include "dwh-workers.fullname" .) .Values.secret.existingSecret }}
+{{- end }}
+
+{{/*
+The credentials the containers get, as YAML {items: [{env, key, value, optional}]}.
+Kafka credentials only under SASL. A chart-created Secret holds only the non-empty
+values (an unset variable keeps the workers' default); an existing Secret must hold
+every key except the Redis password.
+*/}}
+{{- define "dwh-workers.secretItems" -}}
+{{- $s := .Values.secret }}
+{{- $all := list }}
+{{- if include "dwh-workers.kafkaSasl" . }}
+{{- $all = append $all (dict "env" "KAFKA_CONSUMER_USERNAME" "key" $s.keys.kafkaConsumerUsername "value" $s.kafkaConsumerUsername "optional" false) }}
+{{- $all = append $all (dict "env" "KAFKA_CONSUMER_PASSWORD" "key" $s.keys.kafkaConsumerPassword "value" $s.kafkaConsumerPassword "optional" false) }}
+{{- end }}
+{{- $all = append $all (dict "env" "REDIS_PASSWORD" "key" $s.keys.redisPassword "value" $s.redisPassword "optional" true) }}
+{{- $all = append $all (dict "env" "PG_WAREHOUSE_PASSWORD" "key" $s.keys.pgWarehousePassword "value" $s.pgWarehousePassword "optional" false) }}
+{{- $items := list }}
+{{- range $all }}
+{{- if or $s.existingSecret .value }}
+{{- $items = append $items . }}
+{{- end }}
+{{- end }}
+{{- toYaml (dict "items" $items) }}
+{{- end }}
+
+{{/* data: of a chart-created Secret. */}}
+{{- define "dwh-workers.secretData" -}}
+{{- range (include "dwh-workers.secretItems" . | fromYaml).items }}
+{{ .key }}: {{ .value | b64enc | quote }}
+{{- end }}
+{{- end }}
+
+{{/* env entries of the credentials. Context: dict root, secretName. */}}
+{{- define "dwh-workers.secretEnv" -}}
+{{- range (include "dwh-workers.secretItems" .root | fromYaml).items }}
+- name: {{ .env }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $.secretName }}
+      key: {{ .key }}
+      {{- if and $.root.Values.secret.existingSecret .optional }}
+      optional: true
+      {{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "dwh-workers.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.runAsUser }}
+runAsGroup: {{ .Values.runAsGroup }}
+fsGroup: {{ .Values.runAsGroup }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "dwh-workers.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.runAsUser }}
+runAsGroup: {{ .Values.runAsGroup }}
+readOnlyRootFilesystem: true
+allowPrivilegeEscalation: false
+privileged: false
+capabilities:
+  drop:
+    - ALL
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "dwh-workers.volumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: 64Mi
+{{- if .Values.caBundle.secretName }}
+- name: ca
+  secret:
+    secretName: {{ .Values.caBundle.secretName }}
+{{- else if .Values.caBundle.configMapName }}
+- name: ca
+  configMap:
+    name: {{ .Values.caBundle.configMapName }}
+{{- end }}
+{{- end }}
+
+{{- define "dwh-workers.volumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+{{- if include "dwh-workers.caBundleEnabled" . }}
+- name: ca
+  mountPath: {{ .Values.caBundle.mountPath }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* Pod-level fields shared by the workers and the migration Job. */}}
+{{- define "dwh-workers.podCommon" -}}
+{{- with .Values.serviceAccountName }}
+serviceAccountName: {{ . }}
+{{- end }}
+automountServiceAccountToken: false
+enableServiceLinks: false
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- include "dwh-workers.podSecurityContext" . | nindent 2 }}
+volumes:
+  {{- include "dwh-workers.volumes" . | nindent 2 }}
+{{- end }}
+
+{{/*
+Checks that a JSON schema cannot express (they span several keys). Rendered once,
+from configmap.yaml, so that lint, template and install all fail the same way.
+*/}}
+{{- define "dwh-workers.validate" -}}
+{{- if and .Values.caBundle.secretName .Values.caBundle.configMapName }}
+{{- fail "caBundle: set secretName or configMapName, not both" }}
+{{- end }}
+{{- range $key, $file := dict "kafka.sslCaFile" .Values.kafka.sslCaFile "redis.sslCaFile" .Values.redis.sslCaFile "postgres.sslRootCertFile" .Values.postgres.sslRootCertFile }}
+{{- if and $file (ne $file (include "dwh-workers.caPath" (dict "root" $ "file" $file))) (not (include "dwh-workers.caBundleEnabled" $)) }}
+{{- fail (printf "%s: %q is a file name inside caBundle, so set caBundle.secretName or caBundle.configMapName (or give an absolute path)" $key $file) }}
+{{- end }}
+{{- end }}
+{{- if and (include "dwh-workers.kafkaSasl" .) (not .Values.secret.existingSecret) }}
+{{- if not (and .Values.secret.kafkaConsumerUsername .Values.secret.kafkaConsumerPassword) }}
+{{- fail (printf "secret.kafkaConsumerUsername and secret.kafkaConsumerPassword are required when kafka.securityProtocol is %s (or name secret.existingSecret)" .Values.kafka.securityProtocol) }}
+{{- end }}
+{{- end }}
+{{- end }}
