@@ -18,9 +18,10 @@ class InMessage:
 
 @frozen
 class OutMessage:
-    """One message for the next layer's topic, keyed by the source user id."""
+    """One message for a topic; between the layers it is keyed by the source user id
+    (the order feed itself sends no key)."""
 
-    key: bytes
+    key: bytes | None
     value: bytes
 
 
