@@ -1,7 +1,8 @@
 """Working in-memory implementations of every port, backed by dicts and lists.
 
 They follow the same contracts as the real adapters (the contract tests in
-``tests/integration/test_port_contracts.py`` run against both), so other services can
+``tests/integration/test_postgres_adapters.py`` and
+``test_kafka_redis_adapters.py`` run against both), so other services can
 use them in their tests, and :class:`InMemoryPipeline` runs the whole STG -> DDS -> CDM
 pipeline in one process with no services at all.
 """

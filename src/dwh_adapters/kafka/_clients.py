@@ -1,0 +1,107 @@
+"""Building confluent-kafka clients and asking the cluster about a topic's partitions;
+shared by the batch consumer, the producers, the admin functions and the dead-letter
+tools, so that every client is configured and logs the same way."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from dwh_adapters.kafka.settings import KafkaSettings
+
+log = logging.getLogger("dwh_adapters.kafka")
+_librdkafka_log = logging.getLogger("dwh_adapters.kafka.librdkafka")
+
+REQUEST_TIMEOUT_S = 10.0
+NO_OFFSET = -1001  # librdkafka's OFFSET_INVALID: nothing committed, no position yet
+
+
+def log_client_error(error: KafkaError) -> None:
+    """Client-wide errors (all brokers down, authentication failed): librdkafka keeps
+    retrying on its own, and the calls that need the broker fail or time out."""
+    log.warning("kafka client error: %s", error, extra={"fatal": error.fatal()})
+
+
+def _config(settings: KafkaSettings, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        **settings.client_config(),
+        "error_cb": log_client_error,
+        "logger": _librdkafka_log,
+        **overrides,
+    }
+
+
+def new_consumer(
+    settings: KafkaSettings, group_id: str, overrides: Mapping[str, Any] | None = None
+) -> Consumer:
+    """A consumer that never commits on its own and starts new groups at the beginning."""
+    defaults = {
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": False,
+    }
+    return Consumer(_config(settings, {**defaults, **(overrides or {})}))
+
+
+def new_producer(settings: KafkaSettings, overrides: Mapping[str, Any]) -> Producer:
+    return Producer(_config(settings, overrides))
+
+
+def new_admin(settings: KafkaSettings) -> AdminClient:
+    return AdminClient(_config(settings, {}))
+
+
+def next_offsets(positions: Iterable[tuple[str, int, int]]) -> list[TopicPartition]:
+    """The offsets to commit after these (topic, partition, offset) messages: the
+    greatest offset + 1 of each partition."""
+    ends: dict[tuple[str, int], int] = {}
+    for topic, partition, offset in positions:
+        ends[(topic, partition)] = max(ends.get((topic, partition), 0), offset + 1)
+    return [
+        TopicPartition(topic, partition, end) for (topic, partition), end in sorted(ends.items())
+    ]
+
+
+def partitions_of(client: Consumer, topic: str) -> list[int]:
+    """The topic's partition numbers; none if the topic does not exist."""
+    metadata = client.list_topics(topic, timeout=REQUEST_TIMEOUT_S)
+    found = metadata.topics.get(topic)
+    if found is None or _is_unknown_topic(found.error):
+        return []
+    if found.error is not None:
+        raise KafkaException(found.error)
+    return sorted(found.partitions)
+
+
+def _is_unknown_topic(error: KafkaError | None) -> bool:
+    return error is not None and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+
+
+def watermarks(
+    client: Consumer, topic: str, partitions: Iterable[int]
+) -> dict[int, tuple[int, int]]:
+    """(low, high) of each partition, asked of the broker."""
+    return {
+        partition: client.get_watermark_offsets(
+            TopicPartition(topic, partition), timeout=REQUEST_TIMEOUT_S
+        )
+        for partition in partitions
+    }
+
+
+def committed(client: Consumer, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+    """The client's group's committed offset of each partition; ``NO_OFFSET`` if none."""
+    asked = [TopicPartition(topic, partition) for partition in partitions]
+    if not asked:
+        return {}
+    offsets: dict[int, int] = {}
+    for tp in client.committed(asked, timeout=REQUEST_TIMEOUT_S):
+        if tp.error is not None:
+            raise KafkaException(tp.error)
+        offsets[tp.partition] = tp.offset
+    return offsets

@@ -1,0 +1,108 @@
+"""Topics and consumer groups, for the ``dwh`` tool, health reports and tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
+from contextlib import contextmanager
+
+from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]  # not re-exported in the stubs
+
+from dwh_adapters.kafka._clients import (
+    REQUEST_TIMEOUT_S,
+    committed,
+    new_admin,
+    new_consumer,
+    partitions_of,
+    watermarks,
+)
+from dwh_adapters.kafka.settings import KafkaSettings
+
+_LOOKUP_GROUP = "dwh-admin"  # asked nothing but metadata and watermarks; never joins
+
+
+def ensure_topics(settings: KafkaSettings, topics: Sequence[str], partitions: int = 3) -> list[str]:
+    """Create the topics that do not exist yet (replication: the broker's default);
+    the ones created."""
+    new = [NewTopic(topic, num_partitions=partitions) for topic in topics]
+    admin = new_admin(settings)  # kept alive until the futures are done
+    futures = admin.create_topics(new, request_timeout=REQUEST_TIMEOUT_S)
+    return _completed(futures, ignore=KafkaError.TOPIC_ALREADY_EXISTS)
+
+
+def delete_topics(settings: KafkaSettings, topics: Sequence[str]) -> list[str]:
+    """Delete the topics that exist (the broker finishes it in the background)."""
+    if not topics:
+        return []
+    admin = new_admin(settings)
+    futures = admin.delete_topics(list(topics), request_timeout=REQUEST_TIMEOUT_S)
+    return _completed(futures, ignore=KafkaError.UNKNOWN_TOPIC_OR_PART)
+
+
+def _completed(futures: dict[str, Future[None]], ignore: int) -> list[str]:
+    done: list[str] = []
+    for topic, future in futures.items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if exc.args[0].code() != ignore:
+                raise
+        else:
+            done.append(topic)
+    return done
+
+
+def consumer_group_lag(settings: KafkaSettings, group: str, topic: str) -> dict[int, int]:
+    """Per partition, the messages the group has not committed yet (all of them if it
+    never committed: the layers start at the earliest offset)."""
+    with _consumer(settings, group) as consumer:
+        partitions = partitions_of(consumer, topic)
+        marks = watermarks(consumer, topic, partitions)
+        done = committed(consumer, topic, partitions)
+    return {p: high - max(low, done.get(p, low)) for p, (low, high) in marks.items()}
+
+
+def group_members(settings: KafkaSettings, group: str) -> int:
+    """How many consumers are members of the group now (0 if it does not exist)."""
+    admin = new_admin(settings)
+    future = admin.describe_consumer_groups([group], request_timeout=REQUEST_TIMEOUT_S)[group]
+    try:
+        return len(future.result().members)
+    except KafkaException as exc:
+        if exc.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND:
+            return 0
+        raise
+
+
+def topic_message_count(settings: KafkaSettings, topic: str) -> int:
+    """The messages the topic holds now (0 if it does not exist)."""
+    with _consumer(settings, _LOOKUP_GROUP) as consumer:
+        marks = watermarks(consumer, topic, partitions_of(consumer, topic))
+    return sum(high - low for low, high in marks.values())
+
+
+def wait_for_broker(settings: KafkaSettings, timeout: float) -> None:
+    """Return once the cluster answers a metadata request; ``TimeoutError`` otherwise."""
+    admin = new_admin(settings)
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            admin.list_topics(timeout=max(min(remaining, 5.0), 0.1))
+            return
+        except KafkaException as exc:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"Kafka ({settings.describe()}) did not answer within {timeout:g}s: {exc}"
+                ) from exc
+
+
+@contextmanager
+def _consumer(settings: KafkaSettings, group: str) -> Iterator[Consumer]:
+    consumer = new_consumer(settings, group)
+    try:
+        yield consumer
+    finally:
+        consumer.close()

@@ -1,0 +1,234 @@
+"""Sending to Kafka and waiting for the broker to confirm: the publisher of a layer's
+output and the dead-letter sink share one piece of produce-and-wait code."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Self
+
+from attrs import frozen
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from dwh_adapters.clock import SystemClock
+from dwh_adapters.kafka._clients import log, new_producer
+from dwh_adapters.kafka.settings import KafkaSettings
+from dwh_core.messages import DeadLetter, OutMessage
+from dwh_core.ports import Clock
+
+STAGE_HEADER = "dwh.stage"
+REASON_HEADER = "dwh.reason"
+SOURCE_TOPIC_HEADER = "dwh.source.topic"
+SOURCE_PARTITION_HEADER = "dwh.source.partition"
+SOURCE_OFFSET_HEADER = "dwh.source.offset"
+REJECTED_AT_HEADER = "dwh.rejected.at"
+
+DEFAULT_DELIVERY_TIMEOUT_S = 30.0
+_FLUSH_MARGIN_S = 5.0
+_QUEUE_FULL_WAIT_S = 0.1
+
+# Refusals of a message for what it is: sending it again cannot succeed.
+_MESSAGE_FAULTS = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError.INVALID_MSG,
+        KafkaError.INVALID_RECORD,
+    }
+)
+
+
+class DeliveryFailed(Exception):
+    """Not every message was confirmed by the broker (it is unreachable or refused
+    them). Some may still have arrived: the caller sends the whole batch again, and
+    the consumers downstream are idempotent."""
+
+
+class MessageRejected(DeliveryFailed, ValueError):
+    """The broker refuses a message for what it is (too large, malformed): a message
+    error, so that the worker isolates and dead-letters it instead of retrying."""
+
+
+_Report = Callable[[KafkaError | None, Message], None]
+
+
+@frozen
+class Record:
+    topic: str
+    value: bytes | None
+    key: bytes | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+class DeliveringProducer:
+    """An idempotent producer (``acks=all``) created on first use; :meth:`deliver`
+    returns only once the broker has confirmed every record, else raises
+    :class:`DeliveryFailed` within about ``delivery_timeout_s``."""
+
+    def __init__(
+        self, settings: KafkaSettings, delivery_timeout_s: float = DEFAULT_DELIVERY_TIMEOUT_S
+    ) -> None:
+        self._settings = settings
+        self._delivery_timeout_s = delivery_timeout_s
+        self._producer: Producer | None = None
+
+    def deliver(self, records: Iterable[Record]) -> int:
+        """Send the records, each with its key and headers; the number sent."""
+        producer = self._client()
+        failures: list[KafkaError] = []
+
+        def report(error: KafkaError | None, _message: Message) -> None:
+            if error is not None:
+                failures.append(error)
+
+        topics: set[str] = set()
+        sent = 0
+        for record in records:
+            topics.add(record.topic)
+            sent += 1
+            _produce(producer, record, report, failures)
+        undelivered = producer.flush(self._delivery_timeout_s + _FLUSH_MARGIN_S)
+        if failures or undelivered:
+            self._fail(failures, undelivered, topics)
+        return sent
+
+    def close(self) -> None:
+        """Wait (up to the delivery timeout) for what is still queued, then let go."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            left = producer.flush(self._delivery_timeout_s)
+            if left:
+                log.warning("producer closed with messages undelivered", extra={"left": left})
+
+    def _client(self) -> Producer:
+        if self._producer is None:
+            self._producer = _new_producer(self._settings, self._delivery_timeout_s)
+        return self._producer
+
+    def _fail(self, failures: list[KafkaError], undelivered: int, topics: set[str]) -> None:
+        if any(error.fatal() for error in failures):
+            self._producer = None  # a fatal error ends this producer; the next call makes one
+        where = ", ".join(sorted(topics))
+        if not failures:
+            raise DeliveryFailed(
+                f"{undelivered} message(s) to {where} still unconfirmed after "
+                f"{self._delivery_timeout_s + _FLUSH_MARGIN_S:g}s"
+            )
+        reason = f"{len(failures) + undelivered} message(s) to {where} not delivered: {failures[0]}"
+        if all(error.code() in _MESSAGE_FAULTS for error in failures):
+            raise MessageRejected(reason)
+        raise DeliveryFailed(reason)
+
+
+def _new_producer(settings: KafkaSettings, delivery_timeout_s: float) -> Producer:
+    config = {
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "message.timeout.ms": int(delivery_timeout_s * 1000),
+    }
+    try:
+        return new_producer(settings, config)
+    except KafkaException:  # a librdkafka built without lz4
+        return new_producer(settings, {**config, "compression.type": "none"})
+
+
+def _produce(
+    producer: Producer, record: Record, report: _Report, failures: list[KafkaError]
+) -> None:
+    headers: list[tuple[str, str | bytes | None]] = list(record.headers)
+    while True:
+        try:
+            producer.produce(
+                record.topic, record.value, record.key, on_delivery=report, headers=headers or None
+            )
+        except BufferError:
+            producer.poll(_QUEUE_FULL_WAIT_S)  # the local queue is full: let it drain
+            continue
+        except KafkaException as exc:  # refused before sending, e.g. too large
+            failures.append(exc.args[0])
+        return
+
+
+class _LazyProducing:
+    """Lifecycle shared by the publisher and the sink: a context manager whose
+    ``close()`` waits for what is still queued."""
+
+    def __init__(self, settings: KafkaSettings, delivery_timeout_s: float) -> None:
+        self._producer = DeliveringProducer(settings, delivery_timeout_s)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._producer.close()
+
+
+class KafkaPublisher(_LazyProducing):
+    """A layer's output topic (:class:`~dwh_core.ports.Publisher`): every message keyed
+    by the source user id, so that a user's events stay in one partition, in order."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        topic: str,
+        delivery_timeout_s: float = DEFAULT_DELIVERY_TIMEOUT_S,
+    ) -> None:
+        super().__init__(settings, delivery_timeout_s)
+        self.topic = topic
+
+    def publish(self, messages: Sequence[OutMessage]) -> None:
+        if messages:
+            self._producer.deliver(Record(self.topic, m.value, m.key) for m in messages)
+
+
+class KafkaDeadLetterSink(_LazyProducing):
+    """Dead letters (:class:`~dwh_core.ports.DeadLetterSink`): the original key and
+    bytes, unchanged, to ``<source topic>-dlq``, with why and whence in headers."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        clock: Clock | None = None,
+        delivery_timeout_s: float = DEFAULT_DELIVERY_TIMEOUT_S,
+    ) -> None:
+        super().__init__(settings, delivery_timeout_s)
+        self._clock = clock or SystemClock()
+
+    def send(self, letters: Sequence[DeadLetter]) -> None:
+        if not letters:
+            return
+        rejected_at = self._clock.now().isoformat(timespec="milliseconds") + "Z"
+        self._producer.deliver(
+            Record(
+                letter.topic,
+                letter.message.value,
+                letter.message.key,
+                dead_letter_headers(letter, rejected_at),
+            )
+            for letter in letters
+        )
+
+
+def dead_letter_headers(letter: DeadLetter, rejected_at: str) -> tuple[tuple[str, bytes], ...]:
+    message = letter.message
+    return tuple(
+        (name, text.encode("utf-8"))
+        for name, text in (
+            (STAGE_HEADER, letter.stage),
+            (REASON_HEADER, letter.reason),
+            (SOURCE_TOPIC_HEADER, message.topic),
+            (SOURCE_PARTITION_HEADER, str(message.partition)),
+            (SOURCE_OFFSET_HEADER, str(message.offset)),
+            (REJECTED_AT_HEADER, rejected_at),
+        )
+    )

@@ -1,0 +1,57 @@
+"""The connection lifecycle every PostgreSQL adapter shares."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Self
+
+import psycopg
+from psycopg.rows import TupleRow
+
+from dwh_adapters.postgres.settings import PgSettings, connect
+
+
+class ConnectionOwner:
+    """Owns one connection: opened on first use (never in ``__init__``) and kept.
+
+    A connection that fails (:class:`psycopg.OperationalError`, or one left closed or
+    broken by any error) is dropped, so the next call reconnects; the adapter itself
+    never retries, the worker retries the whole batch with back-off.
+    """
+
+    def __init__(self, settings: PgSettings) -> None:
+        self._settings = settings
+        self._connection: psycopg.Connection[TupleRow] | None = None
+
+    @contextmanager
+    def _transaction(self) -> Iterator[psycopg.Connection[TupleRow]]:
+        """One transaction: committed when the block ends normally, else rolled back."""
+        if self._connection is None:
+            self._connection = connect(self._settings)
+        connection = self._connection
+        try:
+            with connection.transaction():
+                yield connection
+        except BaseException as exc:
+            if isinstance(exc, psycopg.OperationalError) or connection.broken or connection.closed:
+                self.close()
+            raise
+
+    def close(self) -> None:
+        """Close the connection, if one is open; the next call opens a new one."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

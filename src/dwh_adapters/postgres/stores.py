@@ -1,0 +1,300 @@
+"""The write-side ports on PostgreSQL: ``stg.order_events``, the vault and the marts.
+
+Every batch is one statement per table (``INSERT ... SELECT FROM unnest(arrays)``).
+Rows are written sorted by key, and tables in a fixed order (hubs, links, satellites,
+states), so two replicas writing the same keys (products and categories are shared by
+all users) wait for each other instead of deadlocking.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from operator import itemgetter
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import TupleRow
+
+from dwh_adapters.postgres.connection import ConnectionOwner
+from dwh_adapters.postgres.statements import arrays_of, assignments, insert_from_arrays
+from dwh_core.counters import Contribution, CounterDelta, CounterUpdate
+from dwh_core.ports import RawEvent
+from dwh_core.vault import HUBS, LINKS, SATELLITES, SatelliteState, VaultRows
+
+Row = tuple[Any, ...]
+_LOAD_COLUMNS = (("load_dt", "timestamp"), ("load_src", "varchar"))
+_DO_NOTHING = sql.SQL("ON CONFLICT DO NOTHING")
+
+_SAVE_EVENTS = insert_from_arrays(
+    "stg",
+    "order_events",
+    (
+        ("object_id", "int"),
+        ("object_type", "varchar"),
+        ("sent_dttm", "timestamp"),
+        ("update_ts", "timestamp"),
+        ("payload", "jsonb"),
+    ),
+    sql.SQL(
+        "ON CONFLICT (object_id) DO UPDATE SET {} WHERE excluded.update_ts > t.update_ts"
+    ).format(assignments(("object_type", "sent_dttm", "update_ts", "payload"))),
+)
+
+
+class PostgresRawEventStore(ConnectionOwner):
+    """:class:`~dwh_core.ports.RawEventStore` on ``stg.order_events``."""
+
+    def save(self, events: Sequence[RawEvent]) -> None:
+        newest: dict[int, RawEvent] = {}
+        for event in events:
+            seen = newest.get(event.object_id)
+            if seen is None or event.update_ts > seen.update_ts:
+                newest[event.object_id] = event
+        if not newest:
+            return
+        rows = [
+            (e.object_id, e.object_type, e.sent_dttm, e.update_ts, e.payload)
+            for _, e in sorted(newest.items())
+        ]
+        with self._transaction() as conn:
+            conn.execute(_SAVE_EVENTS, arrays_of(rows))
+
+
+_STATE_COLUMNS = (
+    ("satellite", "varchar"),
+    ("hub_pk", "uuid"),
+    ("hashdiff", "uuid"),
+    ("source_ts", "timestamp"),
+)
+_SATELLITE_STATE = "satellite_state"
+
+# The statement of each DDS table, generated from the specs, in the order of writing.
+_VAULT_TABLES: dict[str, sql.Composed] = {
+    **{
+        spec.table: insert_from_arrays(
+            "dds",
+            spec.table,
+            (
+                (spec.pk, "uuid"),
+                *zip(spec.key_columns, spec.key_types, strict=True),
+                *_LOAD_COLUMNS,
+            ),
+            _DO_NOTHING,
+        )
+        for spec in HUBS.values()
+    },
+    **{
+        spec.table: insert_from_arrays(
+            "dds",
+            spec.table,
+            ((spec.pk, "uuid"), *((HUBS[hub].pk, "uuid") for hub in spec.hubs), *_LOAD_COLUMNS),
+            _DO_NOTHING,
+        )
+        for spec in LINKS.values()
+    },
+    **{
+        spec.table: insert_from_arrays(
+            "dds",
+            spec.table,
+            (
+                (HUBS[spec.hub].pk, "uuid"),
+                *zip(spec.columns, spec.column_types, strict=True),
+                (spec.hashdiff_column, "uuid"),
+                ("source_ts", "timestamp"),
+                *_LOAD_COLUMNS,
+            ),
+            sql.SQL("ON CONFLICT ({}, source_ts) DO NOTHING").format(
+                sql.Identifier(HUBS[spec.hub].pk)
+            ),
+        )
+        for spec in SATELLITES.values()
+    },
+    _SATELLITE_STATE: insert_from_arrays(
+        "dds",
+        _SATELLITE_STATE,
+        _STATE_COLUMNS,
+        sql.SQL(
+            "ON CONFLICT (satellite, hub_pk) DO UPDATE SET {}"
+            " WHERE excluded.source_ts > t.source_ts"
+        ).format(assignments(("hashdiff", "source_ts"))),
+    ),
+}
+
+_LOCK_STATES = sql.SQL(
+    "SELECT satellite, hub_pk, hashdiff, source_ts FROM dds.satellite_state"
+    " WHERE (satellite, hub_pk) IN (SELECT * FROM unnest(%b::varchar[], %b::uuid[]))"
+    " ORDER BY satellite, hub_pk FOR UPDATE"
+)
+
+
+def _vault_batches(rows: VaultRows, states: Sequence[SatelliteState]) -> dict[str, list[Row]]:
+    """The rows of each DDS table, in the columns of its statement, sorted by key."""
+    keyed: dict[str, list[tuple[Row, Row]]] = {table: [] for table in _VAULT_TABLES}
+    for hub in rows.hubs:
+        keyed[HUBS[hub.name].table].append(
+            ((hub.pk,), (hub.pk, *hub.values, hub.load_dt, hub.load_src))
+        )
+    for link in rows.links:
+        keyed[LINKS[link.name].table].append(
+            ((link.pk,), (link.pk, *link.hub_pks, link.load_dt, link.load_src))
+        )
+    for sat in rows.satellites:
+        keyed[SATELLITES[sat.name].table].append(
+            (
+                (sat.hub_pk, sat.source_ts),
+                (sat.hub_pk, *sat.values, sat.hashdiff, sat.source_ts, sat.load_dt, sat.load_src),
+            )
+        )
+    for state in states:
+        keyed[_SATELLITE_STATE].append(
+            (
+                (state.name, state.hub_pk),
+                (state.name, state.hub_pk, state.hashdiff, state.source_ts),
+            )
+        )
+    return {
+        table: [row for _, row in sorted(batch, key=itemgetter(0))]
+        for table, batch in keyed.items()
+        if batch
+    }
+
+
+class PostgresVaultTransaction:
+    """:class:`~dwh_core.ports.VaultTransaction` inside one database transaction."""
+
+    def __init__(self, conn: psycopg.Connection[TupleRow]) -> None:
+        self._conn = conn
+
+    def satellite_states(
+        self, keys: Collection[tuple[str, uuid.UUID]]
+    ) -> Mapping[tuple[str, uuid.UUID], SatelliteState]:
+        if not keys:
+            return {}
+        rows = self._conn.execute(_LOCK_STATES, arrays_of(sorted(keys))).fetchall()
+        return {
+            (name, pk): SatelliteState(name, pk, hashdiff, ts) for name, pk, hashdiff, ts in rows
+        }
+
+    def save(self, rows: VaultRows, states: Sequence[SatelliteState]) -> None:
+        batches = _vault_batches(rows, states)
+        with self._conn.cursor() as cursor:
+            for table, statement in _VAULT_TABLES.items():
+                if table in batches:
+                    cursor.execute(statement, arrays_of(batches[table]))
+
+
+class PostgresVaultStore(ConnectionOwner):
+    """:class:`~dwh_core.ports.VaultStore` on the ``dds`` tables."""
+
+    @contextmanager
+    def transaction(self) -> Iterator[PostgresVaultTransaction]:
+        with self._transaction() as conn:
+            yield PostgresVaultTransaction(conn)
+
+
+def _counter_update(table: str, key: str, name: str) -> sql.Composed:
+    """Add the deltas of one batch to a counters table; the number of decremented rows.
+
+    Increments are an upsert; decrements only ever apply to existing rows (the ledger
+    says so), and cannot be an upsert because PostgreSQL checks ``order_cnt >= 0`` on
+    the proposed new row before it finds the conflict. A name that is null or empty
+    ("not seen in this batch") keeps the stored one.
+    """
+    return sql.SQL(
+        "WITH d (user_id, key, name, delta) AS ("
+        "  SELECT * FROM unnest(%b::uuid[], %b::uuid[], %b::varchar[], %b::int[])),"
+        " decremented AS ("
+        "  UPDATE cdm.{table} AS t"
+        "  SET order_cnt = t.order_cnt + d.delta, {name} = coalesce(nullif(d.name, ''), t.{name})"
+        "  FROM d WHERE d.delta < 0 AND t.user_id = d.user_id AND t.{key} = d.key"
+        "  RETURNING 1),"
+        " incremented AS ("
+        "  INSERT INTO cdm.{table} AS t (user_id, {key}, {name}, order_cnt)"
+        "  SELECT user_id, key, coalesce(name, ''), delta FROM d WHERE delta > 0"
+        "  ON CONFLICT (user_id, {key}) DO UPDATE"
+        "  SET order_cnt = t.order_cnt + excluded.order_cnt,"
+        "  {name} = coalesce(nullif(excluded.{name}, ''), t.{name}))"
+        " SELECT count(*) FROM decremented"
+    ).format(table=sql.Identifier(table), key=sql.Identifier(key), name=sql.Identifier(name))
+
+
+_UPDATE_PRODUCTS = _counter_update("user_product_counters", "product_id", "product_name")
+_UPDATE_CATEGORIES = _counter_update("user_category_counters", "category_id", "category_name")
+_UPSERT_LEDGER = sql.SQL(
+    "INSERT INTO cdm.order_contributions AS t"
+    " (order_key, user_key, update_ts, products, categories)"
+    " SELECT o, u, ts, p::uuid[], c::uuid[]"
+    " FROM unnest(%b::uuid[], %b::uuid[], %b::timestamp[], %b::text[], %b::text[])"
+    " AS x(o, u, ts, p, c)"
+    " ON CONFLICT (order_key) DO UPDATE SET {}"
+).format(assignments(("user_key", "update_ts", "products", "categories")))
+_LOCK_LEDGER = sql.SQL(
+    "SELECT order_key, user_key, update_ts, products, categories FROM cdm.order_contributions"
+    " WHERE order_key = ANY(%b::uuid[]) ORDER BY order_key FOR UPDATE"
+)
+
+
+def _uuid_array(keys: frozenset[uuid.UUID]) -> str:
+    """A set of keys as a PostgreSQL array literal (arrays of one batch differ in length,
+    so they travel as text and are cast per row)."""
+    return "{" + ",".join(str(key) for key in sorted(keys)) + "}"
+
+
+class PostgresCounterTransaction:
+    """:class:`~dwh_core.ports.CounterTransaction` inside one database transaction."""
+
+    def __init__(self, conn: psycopg.Connection[TupleRow]) -> None:
+        self._conn = conn
+
+    def ledger(self, order_keys: Collection[uuid.UUID]) -> Mapping[uuid.UUID, Contribution]:
+        if not order_keys:
+            return {}
+        rows = self._conn.execute(_LOCK_LEDGER, (sorted(order_keys),)).fetchall()
+        return {
+            key: Contribution(key, user_key, ts, frozenset(products), frozenset(categories))
+            for key, user_key, ts, products, categories in rows
+        }
+
+    def apply(self, update: CounterUpdate) -> None:
+        with self._conn.cursor() as cursor:
+            for statement, deltas in (
+                (_UPDATE_PRODUCTS, update.products),
+                (_UPDATE_CATEGORIES, update.categories),
+            ):
+                if deltas:
+                    _apply_deltas(cursor, statement, deltas)
+            if update.contributions:
+                rows = [
+                    (
+                        c.order_key,
+                        c.user_key,
+                        c.update_ts,
+                        _uuid_array(c.products),
+                        _uuid_array(c.categories),
+                    )
+                    for c in sorted(update.contributions, key=lambda c: c.order_key)
+                ]
+                cursor.execute(_UPSERT_LEDGER, arrays_of(rows))
+
+
+def _apply_deltas(
+    cursor: psycopg.Cursor[TupleRow], statement: sql.Composed, deltas: Sequence[CounterDelta]
+) -> None:
+    rows = [(d.user_key, d.key, d.name, d.delta) for d in deltas]
+    (decremented,) = cursor.execute(statement, arrays_of(rows)).fetchone() or (0,)
+    missing = sum(1 for d in deltas if d.delta < 0) - decremented
+    if missing:
+        # Only a ledger out of step with the counters gets here.
+        raise ValueError(f"counter below zero: {missing} decrements of counters that do not exist")
+
+
+class PostgresCounterStore(ConnectionOwner):
+    """:class:`~dwh_core.ports.CounterStore` on the ``cdm`` marts and their ledger."""
+
+    @contextmanager
+    def transaction(self) -> Iterator[PostgresCounterTransaction]:
+        with self._transaction() as conn:
+            yield PostgresCounterTransaction(conn)

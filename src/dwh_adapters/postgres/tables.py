@@ -1,0 +1,39 @@
+"""The warehouse tables by layer, qualified (``schema.table``)."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import TupleRow
+
+from dwh_core.vault import HUBS, LINKS, SATELLITES
+
+STG_TABLES = ("stg.order_events",)
+SATELLITE_TABLES = tuple(f"dds.{spec.table}" for spec in SATELLITES.values())
+DDS_TABLES = (
+    *(f"dds.{spec.table}" for spec in HUBS.values()),
+    *(f"dds.{spec.table}" for spec in LINKS.values()),
+    *SATELLITE_TABLES,
+    "dds.satellite_state",
+)
+CDM_TABLES = (
+    "cdm.user_product_counters",
+    "cdm.user_category_counters",
+    "cdm.order_contributions",
+)
+WAREHOUSE_TABLES = (*STG_TABLES, *DDS_TABLES, *CDM_TABLES)
+
+
+def identifier(qualified: str) -> sql.Identifier:
+    """``"schema.table"`` as a quoted SQL identifier."""
+    return sql.Identifier(*qualified.split("."))
+
+
+def truncate_all(conn: psycopg.Connection[TupleRow]) -> None:
+    """Empty every warehouse table (tests and benchmarks only) and commit."""
+    with conn.transaction():
+        conn.execute(
+            sql.SQL("TRUNCATE {} RESTART IDENTITY").format(
+                sql.SQL(", ").join(identifier(table) for table in WAREHOUSE_TABLES)
+            )
+        )

@@ -1,0 +1,103 @@
+"""The dictionaries (CONTRACT.md §1.2) in Redis: one key space of users and restaurants,
+each value the entity's JSON as stored."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from types import TracebackType
+from typing import Self
+
+import redis
+from attrs import field, frozen
+
+_TIMEOUT_S = 5.0
+
+
+@frozen
+class RedisSettings:
+    """Where the dictionaries are; production listens with TLS (port 6380, a CA file, a
+    password). The password never appears in ``repr`` or :meth:`describe`."""
+
+    host: str
+    port: int
+    password: str | None = field(default=None, repr=False)
+    ssl: bool = False
+    ssl_ca_file: str | None = None
+
+    def describe(self) -> str:
+        parts = [f"{self.host}:{self.port}", "tls" if self.ssl else "plain"]
+        if self.ssl_ca_file:
+            parts.append(f"ca={self.ssl_ca_file}")
+        if self.password:
+            parts.append("password=***")
+        return " ".join(parts)
+
+    def client(self) -> redis.Redis:
+        """A new client; it connects on its first command. Values come back as bytes."""
+        return redis.Redis(
+            host=self.host,
+            port=self.port,
+            password=self.password,
+            ssl=self.ssl,
+            ssl_ca_certs=self.ssl_ca_file,
+            socket_timeout=_TIMEOUT_S,
+            socket_connect_timeout=_TIMEOUT_S,
+        )
+
+
+class _RedisClient:
+    """A lazily created client, closed by ``close()`` or at the end of a ``with``."""
+
+    def __init__(self, settings: RedisSettings) -> None:
+        self._settings = settings
+        self._redis: redis.Redis | None = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        client, self._redis = self._redis, None
+        if client is not None:
+            client.close()
+
+    def _client(self) -> redis.Redis:
+        if self._redis is None:
+            self._redis = self._settings.client()
+        return self._redis
+
+
+class RedisDictionaryReader(_RedisClient):
+    """:class:`~dwh_core.ports.DictionaryReader` on Redis: one ``MGET`` per batch.
+    Connection errors propagate (the worker retries the batch)."""
+
+    def fetch(self, ids: Collection[str]) -> Mapping[str, bytes]:
+        """The raw value of each id that exists; absent ids are left out."""
+        keys = sorted(ids)
+        if not keys:
+            return {}
+        values = self._client().mget(keys)
+        return {
+            key: _as_bytes(value)
+            for key, value in zip(keys, values, strict=True)
+            if value is not None
+        }
+
+
+class RedisDictionaryWriter(_RedisClient):
+    """For the dictionary loader: writes entries as given, in one ``MSET``."""
+
+    def put_many(self, entries: Mapping[str, bytes]) -> None:
+        if entries:
+            self._client().mset(dict(entries))
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("utf-8")

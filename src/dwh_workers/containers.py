@@ -1,0 +1,139 @@
+"""The composition roots: one dependency-injector container per layer, each composed of
+the shared infrastructure container. Connections are ``Resource`` providers, closed by
+``shutdown_resources()``; tests build the same containers and ``override()`` a provider.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol, TypeVar
+
+from dependency_injector import containers, providers
+
+from dwh_adapters.clock import SystemClock
+from dwh_adapters.kafka import KafkaBatchConsumer, KafkaDeadLetterSink, KafkaPublisher
+from dwh_adapters.postgres.stores import (
+    PostgresCounterStore,
+    PostgresRawEventStore,
+    PostgresVaultStore,
+)
+from dwh_adapters.redis import RedisDictionaryReader
+from dwh_core.layers import CdmService, DdsService, StgService
+from dwh_workers.config import Settings
+from dwh_workers.errors import is_transient
+from dwh_workers.observability import Metrics
+from dwh_workers.runner import Worker
+
+
+class Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=Closeable)
+
+
+def closing(adapter: C) -> Iterator[C]:
+    """A resource that is closed when the container shuts down."""
+    yield adapter
+    adapter.close()
+
+
+class Infrastructure(containers.DeclarativeContainer):
+    """What every layer shares: the consumer of its source topic, dead letters, metrics."""
+
+    settings = providers.Dependency(instance_of=Settings)
+
+    metrics = providers.Singleton(Metrics, layer=settings.provided.worker.layer)
+    consumer = providers.Resource(
+        closing,
+        providers.Factory(
+            KafkaBatchConsumer,
+            settings=settings.provided.kafka,
+            group_id=settings.provided.worker.consumer_group,
+            topic=settings.provided.worker.source_topic,
+            batch_size=settings.provided.worker.batch_size,
+            batch_wait_s=settings.provided.worker.batch_wait_s,
+        ),
+    )
+    dead_letters = providers.Resource(
+        closing, providers.Factory(KafkaDeadLetterSink, settings=settings.provided.kafka)
+    )
+    publisher = providers.Resource(
+        closing,
+        providers.Factory(
+            KafkaPublisher,
+            settings=settings.provided.kafka,
+            topic=settings.provided.worker.destination_topic,
+        ),
+    )
+
+
+def _worker(
+    infrastructure: providers.Container[Infrastructure], service: providers.Provider[Any]
+) -> providers.Factory[Worker]:
+    return providers.Factory(
+        Worker,
+        consumer=infrastructure.consumer,
+        service=service,
+        dead_letters=infrastructure.dead_letters,
+        metrics=infrastructure.metrics,
+        is_transient=providers.Object(is_transient),
+    )
+
+
+class StgContainer(containers.DeclarativeContainer):
+    settings = providers.Dependency(instance_of=Settings)
+    infrastructure = providers.Container(Infrastructure, settings=settings)
+
+    dictionaries = providers.Resource(
+        closing, providers.Factory(RedisDictionaryReader, settings=settings.provided.redis)
+    )
+    events = providers.Resource(
+        closing, providers.Factory(PostgresRawEventStore, settings=settings.provided.postgres)
+    )
+    service = providers.Factory(
+        StgService,
+        dictionaries=dictionaries,
+        events=events,
+        publisher=infrastructure.publisher,
+        dead_letters=infrastructure.dead_letters,
+    )
+    worker = _worker(infrastructure, service)
+
+
+class DdsContainer(containers.DeclarativeContainer):
+    settings = providers.Dependency(instance_of=Settings)
+    infrastructure = providers.Container(Infrastructure, settings=settings)
+
+    vault = providers.Resource(
+        closing, providers.Factory(PostgresVaultStore, settings=settings.provided.postgres)
+    )
+    service = providers.Factory(
+        DdsService,
+        vault=vault,
+        publisher=infrastructure.publisher,
+        dead_letters=infrastructure.dead_letters,
+        clock=providers.Singleton(SystemClock),
+        record_source=settings.provided.worker.source_topic,
+    )
+    worker = _worker(infrastructure, service)
+
+
+class CdmContainer(containers.DeclarativeContainer):
+    settings = providers.Dependency(instance_of=Settings)
+    infrastructure = providers.Container(Infrastructure, settings=settings)
+
+    counters = providers.Resource(
+        closing, providers.Factory(PostgresCounterStore, settings=settings.provided.postgres)
+    )
+    service = providers.Factory(
+        CdmService, counters=counters, dead_letters=infrastructure.dead_letters
+    )
+    worker = _worker(infrastructure, service)
+
+
+CONTAINERS: dict[str, type[containers.DeclarativeContainer]] = {
+    "stg": StgContainer,
+    "dds": DdsContainer,
+    "cdm": CdmContainer,
+}

@@ -1,0 +1,190 @@
+"""The worker loop: consume a batch, handle it, commit it; never lose, never block.
+
+* The order of durability: the layer service writes the batch to PostgreSQL and waits
+  for the delivery of what it publishes; only then are the batch's offsets committed. A
+  crash anywhere replays the batch, and every write is idempotent.
+* A transient failure (a dependency that is down) is retried with exponential back-off,
+  forever, while the worker reports not-ready; the batch is never skipped.
+* A failure that is not transient is isolated by splitting the batch in halves until
+  the one message that cannot succeed is found; it goes to the dead-letter topic with
+  the error as its reason, and the rest goes on.
+* ``stop()`` only sets a flag (safe from a signal handler): the current batch finishes,
+  or, if it is waiting to retry, is abandoned uncommitted (it will be replayed), and the
+  loop ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Protocol, TypeVar
+
+from tenacity import (
+    RetryCallState,
+    RetryError,
+    Retrying,
+    retry_if_exception,
+    stop_when_event_set,
+    wait_exponential,
+)
+
+from dwh_core.layers import BatchResult
+from dwh_core.messages import DeadLetter, InMessage
+from dwh_core.ports import DeadLetterSink
+from dwh_workers.observability import Metrics
+
+log = logging.getLogger("dwh.worker")
+T = TypeVar("T")
+LAG_INTERVAL_S = 5.0
+
+
+class BatchConsumer(Protocol):
+    def consume(self) -> list[InMessage]: ...
+
+    def commit(self, messages: Sequence[InMessage]) -> None: ...
+
+    def lag(self) -> dict[int, int]: ...
+
+    def close(self) -> None: ...
+
+
+class LayerService(Protocol):
+    stage: str
+
+    def handle(self, batch: Sequence[InMessage]) -> BatchResult: ...
+
+
+class Abandoned(Exception):
+    """The worker is stopping while a batch waits to be retried."""
+
+
+class Worker:
+    def __init__(
+        self,
+        consumer: BatchConsumer,
+        service: LayerService,
+        dead_letters: DeadLetterSink,
+        metrics: Metrics,
+        is_transient: Callable[[BaseException], bool],
+        max_backoff_s: float = 30.0,
+    ) -> None:
+        self._consumer = consumer
+        self._service = service
+        self._dead_letters = dead_letters
+        self._metrics = metrics
+        self._is_transient = is_transient
+        self._max_backoff_s = max_backoff_s
+        self._stopping = threading.Event()
+        self._last_lag = 0.0
+
+    def stop(self) -> None:
+        """Ask the loop to end after the current batch. Idempotent; signal-safe."""
+        self._stopping.set()
+
+    def run(self) -> None:
+        log.info("worker started", extra={"stage": self._service.stage})
+        try:
+            while not self._stopping.is_set():
+                self._metrics.tick()
+                batch = self._retry(self._consumer.consume)
+                if batch and self._process(batch):
+                    self._retry(partial(self._consumer.commit, batch))
+                    self._metrics.gauge("dwh_last_processed_timestamp_seconds", time.time())
+                self._report_lag()
+        except Abandoned:
+            log.info("stopping: the batch in flight was abandoned uncommitted; it will be replayed")
+        finally:
+            self._metrics.ready = False
+            self._consumer.close()
+            log.info("worker stopped", extra={"stage": self._service.stage})
+
+    def _process(self, batch: Sequence[InMessage]) -> bool:
+        started = time.perf_counter()
+        try:
+            result = self._retry(partial(self._service.handle, batch))
+        except Abandoned:
+            raise
+        except Exception as exc:
+            return self._isolate(batch, exc)
+        self._metrics.observe_batch(time.perf_counter() - started)
+        self._metrics.count("dwh_batches_total")
+        self._metrics.count("dwh_messages_in_total", result.received)
+        self._metrics.count("dwh_messages_out_total", result.processed)
+        self._metrics.count("dwh_dead_letters_total", result.dead_lettered)
+        return True
+
+    def _isolate(self, batch: Sequence[InMessage], exc: Exception) -> bool:
+        self._metrics.count("dwh_batch_failures_total", error=type(exc).__name__)
+        if len(batch) == 1:
+            [message] = batch
+            reason = f"cannot be processed: {type(exc).__name__}: {exc}"
+            log.error(
+                "message dead-lettered after a permanent failure",
+                extra={
+                    "topic": message.topic,
+                    "partition": message.partition,
+                    "offset": message.offset,
+                    "reason": reason,
+                },
+            )
+            letter = DeadLetter(message, self._service.stage, reason)
+            self._retry(partial(self._dead_letters.send, [letter]))
+            self._metrics.count("dwh_messages_in_total")
+            self._metrics.count("dwh_dead_letters_total")
+            return True
+        log.warning(
+            "batch failed permanently; isolating the message that fails",
+            extra={"size": len(batch), "error": f"{type(exc).__name__}: {exc}"},
+        )
+        middle = len(batch) // 2
+        return self._process(batch[:middle]) and self._process(batch[middle:])
+
+    def _retry(self, action: Callable[[], T]) -> T:
+        retrying = Retrying(
+            retry=retry_if_exception(self._is_transient),
+            wait=wait_exponential(multiplier=0.2, max=self._max_backoff_s),
+            stop=stop_when_event_set(self._stopping),
+            sleep=self._pause,
+            before_sleep=self._not_ready,
+            reraise=False,
+        )
+        try:
+            value = retrying(action)
+        except RetryError:
+            raise Abandoned from None
+        self._metrics.ready = True
+        return value
+
+    def _pause(self, seconds: float) -> None:
+        """Back-off that a stop request cuts short."""
+        self._stopping.wait(seconds)
+
+    def _not_ready(self, state: RetryCallState) -> None:
+        self._metrics.ready = False
+        self._metrics.tick()
+        error = state.outcome.exception() if state.outcome else None
+        self._metrics.count("dwh_dependency_errors_total", error=type(error).__name__)
+        log.warning(
+            "a dependency failed; retrying",
+            extra={
+                "attempt": state.attempt_number,
+                "error": f"{type(error).__name__}: {error}",
+                "retry_in_s": round(state.upcoming_sleep, 2),
+            },
+        )
+
+    def _report_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag < LAG_INTERVAL_S:
+            return
+        self._last_lag = now
+        try:
+            lags = self._consumer.lag()
+        except Exception as exc:
+            log.debug("lag unavailable", extra={"error": str(exc)})
+            return
+        for partition, lag in lags.items():
+            self._metrics.gauge("dwh_consumer_lag", lag, partition=str(partition))

@@ -1,0 +1,895 @@
+"""The PostgreSQL adapters: migrations, one contract suite per port (run against the
+in-memory adapter and the real one, so the fake cannot drift), the pipeline end to end
+on PostgreSQL, and concurrent writers of shared hubs.
+
+The table names are fixed, so the schema is migrated once per session and every test
+that uses PostgreSQL starts from empty tables; tests run serially in one process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import attrs
+import psycopg
+import pytest
+from attrs import frozen
+from psycopg import sql
+from psycopg.rows import TupleRow
+
+from dwh_adapters.memory import (
+    DDS_TOPIC,
+    ORDERS_TOPIC,
+    STG_TOPIC,
+    FixedClock,
+    InMemoryCounterStore,
+    InMemoryDeadLetters,
+    InMemoryPipeline,
+    InMemoryPublisher,
+    InMemoryRawEventStore,
+    InMemoryTopics,
+    InMemoryVaultStore,
+)
+from dwh_adapters.postgres.marts import PostgresMarts
+from dwh_adapters.postgres.migrations import (
+    LATEST_VERSION,
+    SchemaOutdated,
+    check_schema,
+    migrate,
+    schema_version,
+)
+from dwh_adapters.postgres.settings import PgSettings, connect
+from dwh_adapters.postgres.stores import (
+    PostgresCounterStore,
+    PostgresRawEventStore,
+    PostgresVaultStore,
+)
+from dwh_adapters.postgres.tables import SATELLITE_TABLES, WAREHOUSE_TABLES, truncate_all
+from dwh_core.counters import Contribution, CounterDelta, CounterUpdate
+from dwh_core.enrichment import Catalog, enrich
+from dwh_core.hashing import hash_key, hashdiff
+from dwh_core.layers import BatchResult, CdmService, DdsService, StgService
+from dwh_core.messages import InMessage
+from dwh_core.orders import EnrichedOrder
+from dwh_core.parsing import encode, parse_order_document
+from dwh_core.ports import CounterStore, RawEvent, RawEventStore, VaultStore
+from dwh_core.vault import (
+    HUBS,
+    LINKS,
+    SATELLITES,
+    Hub,
+    Link,
+    Satellite,
+    SatelliteState,
+    VaultRows,
+    merge,
+    order_facts,
+    order_rows,
+    satellite_changes,
+)
+from tests.support.builders import BASE_TIME, MENU_A, MENU_B, order, restaurant, to_bytes, user
+from tests.support.oracle import expected_marts
+from tests.support.pipeline import dictionaries_of
+
+pytestmark = pytest.mark.integration
+
+Connection = psycopg.Connection[TupleRow]
+Row = tuple[Any, ...]
+T0 = datetime(2023, 4, 1, 12, 0, 0)
+T1 = T0 + timedelta(hours=1)
+SOURCE = "stg-service-orders"
+
+
+# --- the database -----------------------------------------------------------------
+
+
+def warehouse_settings() -> PgSettings:
+    env = os.environ.get
+    return PgSettings(
+        host=env("PG_WAREHOUSE_HOST", "127.0.0.1"),
+        port=int(env("PG_WAREHOUSE_PORT", "5432")),
+        dbname=env("PG_WAREHOUSE_DBNAME", "de"),
+        user=env("PG_WAREHOUSE_USER", "dwh"),
+        password=env("PG_WAREHOUSE_PASSWORD", "dwh"),
+        application_name="dwh-tests",
+    )
+
+
+@pytest.fixture(scope="session")
+def settings() -> PgSettings:
+    settings = warehouse_settings()
+    try:
+        with connect(settings, autocommit=True) as conn:
+            migrate(conn)
+    except psycopg.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL at {settings.describe()} is not reachable ({exc}): run 'scripts/stack up'"
+        )
+    return settings
+
+
+@pytest.fixture
+def db(settings: PgSettings) -> Iterator[Connection]:
+    """An autocommit connection to the warehouse, every table emptied first."""
+    with connect(settings, autocommit=True) as conn:
+        truncate_all(conn)
+        yield conn
+
+
+def select(conn: Connection, query: str, *params: object) -> list[Row]:
+    return conn.execute(sql.SQL(query), params).fetchall()
+
+
+# --- migrations -----------------------------------------------------------------------
+
+
+def test_migrating_again_applies_nothing_and_the_versions_are_recorded(db: Connection) -> None:
+    assert migrate(db) == []
+    assert select(db, "SELECT version, name FROM public.dwh_schema_migrations ORDER BY 1") == [
+        (1, "initial")
+    ]
+    assert schema_version(db) == LATEST_VERSION
+    check_schema(db)
+
+
+def test_a_worker_refuses_a_database_that_was_never_migrated(settings: PgSettings) -> None:
+    # Hide the migrations table in a transaction that is rolled back: a fresh database
+    # as far as this connection can tell.
+    with connect(settings) as conn:
+        conn.execute("ALTER TABLE public.dwh_schema_migrations RENAME TO hidden_migrations")
+        with pytest.raises(SchemaOutdated) as refused:
+            check_schema(conn)
+        conn.rollback()
+    assert str(refused.value) == (
+        f"warehouse schema is at version 0, this worker needs {LATEST_VERSION}: run 'dwh migrate'"
+    )
+
+
+@pytest.fixture
+def fresh_database(settings: PgSettings, db: Connection) -> Iterator[PgSettings]:
+    """A throwaway database, dropped afterwards (needs the CREATEDB privilege)."""
+    (allowed,) = select(
+        db, "SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user"
+    )[0]
+    if not allowed:
+        pytest.skip(f"role {settings.user} may not create databases (ALTER ROLE ... CREATEDB)")
+    name = f"dwh_test_{uuid.uuid4().hex}"
+    db.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield attrs.evolve(settings, dbname=name)
+    finally:
+        db.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_a_fresh_database_is_refused_then_migrated_once_by_two_concurrent_migrators(
+    fresh_database: PgSettings,
+) -> None:
+    with connect(fresh_database, autocommit=True) as conn:
+        assert schema_version(conn) == 0
+        with pytest.raises(SchemaOutdated, match="is at version 0"):
+            check_schema(conn)
+
+    applied: list[list[str]] = []
+
+    def run_migrate() -> None:
+        with connect(fresh_database, autocommit=True) as conn:
+            applied.append(migrate(conn))
+
+    threads = [threading.Thread(target=run_migrate) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(applied) == [[], ["0001_initial"]]
+    with connect(fresh_database) as conn:
+        check_schema(conn)
+
+
+def live_columns(conn: Connection) -> dict[str, dict[str, str]]:
+    columns: dict[str, dict[str, str]] = {}
+    for table, column, data_type in select(
+        conn,
+        "SELECT table_schema || '.' || table_name, column_name, data_type"
+        " FROM information_schema.columns WHERE table_schema IN ('stg', 'dds', 'cdm')",
+    ):
+        columns.setdefault(table, {})[column] = data_type
+    return columns
+
+
+SQL_TYPES = {
+    "uuid": "uuid",
+    "varchar": "character varying",
+    "int": "integer",
+    "timestamp": "timestamp without time zone",
+}
+
+
+def spec_columns() -> dict[str, dict[str, str]]:
+    """Every DDS table and column the dwh_core.vault specs name, with its type."""
+    load = {"load_dt": "timestamp", "load_src": "varchar"}
+    tables: dict[str, dict[str, str]] = {}
+    for hub in HUBS.values():
+        tables[hub.table] = {
+            hub.pk: "uuid",
+            **dict(zip(hub.key_columns, hub.key_types, strict=True)),
+            **load,
+        }
+    for link in LINKS.values():
+        tables[link.table] = {link.pk: "uuid", **{HUBS[h].pk: "uuid" for h in link.hubs}, **load}
+    for sat in SATELLITES.values():
+        tables[sat.table] = {
+            HUBS[sat.hub].pk: "uuid",
+            **dict(zip(sat.columns, sat.column_types, strict=True)),
+            sat.hashdiff_column: "uuid",
+            "source_ts": "timestamp",
+            **load,
+        }
+    return {
+        f"dds.{table}": {column: SQL_TYPES[kind] for column, kind in columns.items()}
+        for table, columns in tables.items()
+    }
+
+
+def test_the_live_catalog_has_every_table_and_column_of_the_vault_specs(db: Connection) -> None:
+    live = live_columns(db)
+    for table, columns in spec_columns().items():
+        assert table in live, f"{table} is missing"
+        assert {column: live[table].get(column) for column in columns} == columns, table
+
+
+def test_the_live_catalog_has_the_contract_tables_of_stg_and_cdm(db: Connection) -> None:
+    live = live_columns(db)
+    assert {"id", "object_id", "payload", "object_type", "sent_dttm"} <= live[
+        "stg.order_events"
+    ].keys()
+    assert {"id", "user_id", "product_id", "product_name", "order_cnt"} <= live[
+        "cdm.user_product_counters"
+    ].keys()
+    assert {"id", "user_id", "category_id", "category_name", "order_cnt"} <= live[
+        "cdm.user_category_counters"
+    ].keys()
+
+
+# --- RawEventStore contract -----------------------------------------------------------
+
+
+@frozen
+class RawHarness:
+    store: RawEventStore
+    stored: Callable[[], dict[int, tuple[datetime, Any]]]
+    """object_id -> (update_ts, payload as parsed JSON)"""
+
+
+@pytest.fixture(params=["memory", "postgres"])
+def raw(request: pytest.FixtureRequest) -> Iterator[RawHarness]:
+    if request.param == "memory":
+        memory = InMemoryRawEventStore()
+        yield RawHarness(
+            memory,
+            lambda: {k: (e.update_ts, json.loads(e.payload)) for k, e in memory.events.items()},
+        )
+        return
+    db: Connection = request.getfixturevalue("db")
+    with PostgresRawEventStore(request.getfixturevalue("settings")) as store:
+        yield RawHarness(
+            store,
+            lambda: {
+                object_id: (update_ts, payload)
+                for object_id, update_ts, payload in select(
+                    db, "SELECT object_id, update_ts, payload FROM stg.order_events"
+                )
+            },
+        )
+
+
+def event(object_id: int, minute: int, note: str = "") -> RawEvent:
+    payload = {"minute": minute, "note": note, "name": 'Салат «Цезарь»; с "курицей"'}
+    return RawEvent(
+        object_id=object_id,
+        object_type="order",
+        sent_dttm=T0 + timedelta(minutes=minute, seconds=5),
+        update_ts=T0 + timedelta(minutes=minute),
+        payload=json.dumps(payload, ensure_ascii=False),
+    )
+
+
+def test_raw_events_keep_the_newest_version_whatever_the_arrival_order(raw: RawHarness) -> None:
+    raw.store.save([event(1, 10), event(1, 30), event(1, 20), event(2, 5)])
+    raw.store.save([event(1, 25), event(2, 1)])
+    raw.store.save([event(2, 7)])
+
+    stored = raw.stored()
+    assert {key: value[0] for key, value in stored.items()} == {
+        1: T0 + timedelta(minutes=30),
+        2: T0 + timedelta(minutes=7),
+    }
+    assert stored[1][1]["name"] == 'Салат «Цезарь»; с "курицей"'
+
+
+def test_raw_events_keep_the_first_version_seen_at_equal_update_ts(raw: RawHarness) -> None:
+    raw.store.save([event(1, 10, "first"), event(1, 10, "second"), event(1, 10, "first")])
+    raw.store.save([event(1, 10, "third")])
+
+    assert raw.stored()[1][1]["note"] == "first"
+
+
+def test_raw_events_of_many_orders_in_one_batch_are_each_kept_once(raw: RawHarness) -> None:
+    rng = random.Random(7)
+    events = [event(rng.randrange(50), rng.randrange(100), str(n)) for n in range(500)]
+    raw.store.save(events)
+    raw.store.save(events[::-1])
+
+    newest = {
+        e.object_id: max(x.update_ts for x in events if x.object_id == e.object_id) for e in events
+    }
+    assert {key: value[0] for key, value in raw.stored().items()} == newest
+
+
+# --- VaultStore contract --------------------------------------------------------------
+
+
+@frozen
+class VaultHarness:
+    store: VaultStore
+    tables: Callable[[], dict[str, list[Row]]]
+    """Every DDS table (states included) as sorted rows in the statement's columns:
+    hubs (pk, *values, load_dt, load_src), links (pk, *hub pks, load_dt, load_src),
+    satellites (hub pk, *values, hashdiff, source_ts, load_dt, load_src), and
+    ``satellite_state`` (name, hub pk, hashdiff, source_ts)."""
+
+
+def memory_tables(store: InMemoryVaultStore) -> dict[str, list[Row]]:
+    tables: dict[str, list[Row]] = {}
+    for name, hubs in store.hubs.items():
+        tables[HUBS[name].table] = [(h.pk, *h.values, h.load_dt, h.load_src) for h in hubs.values()]
+    for name, links in store.links.items():
+        tables[LINKS[name].table] = [
+            (k.pk, *k.hub_pks, k.load_dt, k.load_src) for k in links.values()
+        ]
+    for name, by_key in store.satellites.items():
+        tables[SATELLITES[name].table] = [
+            (s.hub_pk, *s.values, s.hashdiff, s.source_ts, s.load_dt, s.load_src)
+            for history in by_key.values()
+            for s in history
+        ]
+    tables["satellite_state"] = [
+        (s.name, s.hub_pk, s.hashdiff, s.source_ts) for s in store.states.values()
+    ]
+    return {table: sorted(rows) for table, rows in tables.items() if rows}
+
+
+def postgres_tables(conn: Connection) -> dict[str, list[Row]]:
+    columns = {
+        **{h.table: [h.pk, *h.key_columns, "load_dt", "load_src"] for h in HUBS.values()},
+        **{
+            k.table: [k.pk, *(HUBS[h].pk for h in k.hubs), "load_dt", "load_src"]
+            for k in LINKS.values()
+        },
+        **{
+            s.table: [
+                HUBS[s.hub].pk,
+                *s.columns,
+                s.hashdiff_column,
+                "source_ts",
+                "load_dt",
+                "load_src",
+            ]
+            for s in SATELLITES.values()
+        },
+        "satellite_state": ["satellite", "hub_pk", "hashdiff", "source_ts"],
+    }
+    tables = {}
+    for table, names in columns.items():
+        query = sql.SQL("SELECT {} FROM dds.{}").format(
+            sql.SQL(", ").join(map(sql.Identifier, names)), sql.Identifier(table)
+        )
+        rows = sorted(conn.execute(query).fetchall())
+        if rows:
+            tables[table] = rows
+    return tables
+
+
+@pytest.fixture(params=["memory", "postgres"])
+def vault(request: pytest.FixtureRequest) -> Iterator[VaultHarness]:
+    if request.param == "memory":
+        memory = InMemoryVaultStore()
+        yield VaultHarness(memory, lambda: memory_tables(memory))
+        return
+    db: Connection = request.getfixturevalue("db")
+    with PostgresVaultStore(request.getfixturevalue("settings")) as store:
+        yield VaultHarness(store, lambda: postgres_tables(db))
+
+
+USERS = [user(n) for n in range(1, 8)]
+RESTAURANTS = [restaurant(1, MENU_A), restaurant(2, MENU_B)]
+CATALOG = Catalog({doc["_id"]: to_bytes(doc) for doc in [*USERS, *RESTAURANTS]})
+
+
+def enriched(
+    object_id: int, items: list[int], status: str = "CLOSED", second: int = 60, user_number: int = 0
+) -> EnrichedOrder:
+    document = order(object_id, USERS[user_number]["_id"], RESTAURANTS[0], items, status, second)
+    return enrich(parse_order_document(to_bytes(document))[0], CATALOG)
+
+
+def save_orders(
+    store: VaultStore, orders: list[EnrichedOrder], load_dt: datetime = T0
+) -> list[SatelliteState]:
+    """What DdsService does with a batch; the states it stored."""
+    rows = merge(order_rows(o, load_dt, SOURCE) for o in orders)
+    with store.transaction() as transaction:
+        states = transaction.satellite_states({(s.name, s.hub_pk) for s in rows.satellites})
+        changes = satellite_changes(rows.satellites, states)
+        transaction.save(VaultRows(rows.hubs, rows.links, changes.rows), changes.states)
+    return changes.states
+
+
+def test_hubs_and_links_are_stored_once_and_the_first_load_wins(vault: VaultHarness) -> None:
+    save_orders(vault.store, [enriched(1, [0, 1]), enriched(2, [1, 3])], load_dt=T0)
+    first = vault.tables()
+    save_orders(vault.store, [enriched(2, [1, 3]), enriched(1, [0, 1])], load_dt=T1)
+
+    after = vault.tables()
+    tables = [spec.table for spec in HUBS.values()] + [spec.table for spec in LINKS.values()]
+    for table in tables:
+        assert after[table] == first[table], table
+    assert {row[-2] for table in tables for row in after[table]} == {T0}
+    assert len(after["h_product"]) == 3
+    assert len(after["l_order_product"]) == 4
+
+
+def test_satellite_states_returns_what_save_stored(vault: VaultHarness) -> None:
+    stored = save_orders(vault.store, [enriched(1, [0, 2]), enriched(2, [2], "CANCELLED")])
+    unknown = ("order_status", hash_key(999))
+
+    with vault.store.transaction() as transaction:
+        states = transaction.satellite_states({*((s.name, s.hub_pk) for s in stored), unknown})
+
+    assert states == {(s.name, s.hub_pk): s for s in stored}
+    assert (
+        len(stored) == 2 + 2 + 1 + 1 + 2
+    )  # two orders' cost and status, user, restaurant, products
+    assert sorted(vault.tables()["satellite_state"]) == sorted(
+        (s.name, s.hub_pk, s.hashdiff, s.source_ts) for s in stored
+    )
+
+
+def test_a_newer_version_adds_a_satellite_row_and_moves_the_state(vault: VaultHarness) -> None:
+    save_orders(vault.store, [enriched(1, [0], "CLOSED", second=60)])
+    save_orders(vault.store, [enriched(1, [0], "CANCELLED", second=120)])
+    save_orders(vault.store, [enriched(1, [0], "CLOSED", second=60)])  # stale, adds nothing
+
+    statuses = sorted((row[3], row[1]) for row in vault.tables()["s_order_status"])
+    assert statuses == [
+        (BASE_TIME + timedelta(seconds=60), "CLOSED"),
+        (BASE_TIME + timedelta(seconds=120), "CANCELLED"),
+    ]
+    with vault.store.transaction() as transaction:
+        state = transaction.satellite_states({("order_status", hash_key(1))})
+    assert state[("order_status", hash_key(1))].hashdiff == hashdiff("CANCELLED")
+    assert len(vault.tables()["s_order_cost"]) == 1
+
+
+def test_a_vault_transaction_that_raises_leaves_nothing(vault: VaultHarness) -> None:
+    rows = order_rows(enriched(1, [0, 1]), T0, SOURCE)
+    states = satellite_changes(rows.satellites, {}).states
+    with pytest.raises(RuntimeError, match="boom"), vault.store.transaction() as transaction:
+        transaction.save(rows, states)
+        raise RuntimeError("boom")
+
+    assert vault.tables() == {}
+    with vault.store.transaction() as transaction:
+        assert transaction.satellite_states({(s.name, s.hub_pk) for s in states}) == {}
+
+
+# --- CounterStore contract ------------------------------------------------------------
+
+
+@frozen
+class CounterHarness:
+    store: CounterStore
+    counts: Callable[[], tuple[dict[tuple[uuid.UUID, uuid.UUID], int], ...]]
+    """(product counts, category counts), rows with 0 left out"""
+    names: Callable[[], dict[uuid.UUID, str]]
+    """product or category key -> the name stored with its counters"""
+
+
+@pytest.fixture(params=["memory", "postgres"])
+def counters(request: pytest.FixtureRequest) -> Iterator[CounterHarness]:
+    if request.param == "memory":
+        memory = InMemoryCounterStore()
+        yield CounterHarness(
+            memory, lambda: (memory.product_counts(), memory.category_counts()), memory.names
+        )
+        return
+    db: Connection = request.getfixturevalue("db")
+    settings = request.getfixturevalue("settings")
+    with PostgresCounterStore(settings) as store, PostgresMarts(settings) as marts:
+        yield CounterHarness(
+            store,
+            lambda: (marts.product_counts(), marts.category_counts()),
+            lambda: dict(
+                select(
+                    db,
+                    "SELECT product_id, product_name FROM cdm.user_product_counters UNION"
+                    " SELECT category_id, category_name FROM cdm.user_category_counters",
+                )
+            ),
+        )
+
+
+ALICE, BOB = hash_key("alice"), hash_key("bob")
+SOUP, PIZZA = hash_key("soup"), hash_key("pizza")
+DISHES = hash_key("Dishes")
+
+
+def contribution(
+    order_id: int, user_key: uuid.UUID, minute: int, *products: uuid.UUID
+) -> Contribution:
+    return Contribution(
+        hash_key(order_id),
+        user_key,
+        T0 + timedelta(minutes=minute),
+        frozenset(products),
+        frozenset({DISHES}) if products else frozenset(),
+    )
+
+
+def apply(store: CounterStore, update: CounterUpdate) -> None:
+    with store.transaction() as transaction:
+        transaction.apply(update)
+
+
+def test_the_ledger_returns_the_contributions_applied(counters: CounterHarness) -> None:
+    rows = [
+        contribution(1, ALICE, 1, SOUP, PIZZA),
+        contribution(2, BOB, 2),
+        contribution(3, BOB, 3, SOUP),
+    ]
+    apply(counters.store, CounterUpdate([], [], sorted(rows, key=lambda c: c.order_key)))
+
+    with counters.store.transaction() as transaction:
+        ledger = transaction.ledger({hash_key(1), hash_key(2), hash_key(3), hash_key(4)})
+    assert ledger == {row.order_key: row for row in rows}
+
+    replaced = contribution(1, ALICE, 9)
+    apply(counters.store, CounterUpdate([], [], [replaced]))
+    with counters.store.transaction() as transaction:
+        assert transaction.ledger([hash_key(1)]) == {hash_key(1): replaced}
+
+
+def test_counter_deltas_add_up_and_the_newest_name_is_kept(counters: CounterHarness) -> None:
+    def update(delta: int, name: str | None) -> CounterUpdate:
+        return CounterUpdate(
+            sorted(
+                [CounterDelta(ALICE, SOUP, name, delta), CounterDelta(BOB, SOUP, name, 1)],
+                key=lambda d: (d.user_key, d.key),
+            ),
+            [CounterDelta(ALICE, DISHES, "Dishes", delta)],
+            [],
+        )
+
+    apply(counters.store, update(2, "Soup"))
+    apply(counters.store, update(1, None))
+    apply(counters.store, update(-1, "Borscht"))
+
+    products, categories = counters.counts()
+    assert products == {(ALICE, SOUP): 2, (BOB, SOUP): 3}
+    assert categories == {(ALICE, DISHES): 2}
+    assert counters.names() == {SOUP: "Borscht", DISHES: "Dishes"}
+
+
+def test_a_counter_that_falls_to_zero_is_left_out_of_the_counts(counters: CounterHarness) -> None:
+    apply(counters.store, CounterUpdate([CounterDelta(ALICE, SOUP, "Soup", 1)], [], []))
+    apply(counters.store, CounterUpdate([CounterDelta(ALICE, SOUP, None, -1)], [], []))
+
+    assert counters.counts() == ({}, {})
+
+
+def test_a_counter_never_falls_below_zero(counters: CounterHarness) -> None:
+    apply(counters.store, CounterUpdate([CounterDelta(ALICE, SOUP, "Soup", 1)], [], []))
+    with pytest.raises((ValueError, psycopg.errors.CheckViolation)):
+        apply(
+            counters.store,
+            CounterUpdate(
+                [CounterDelta(ALICE, PIZZA, "Pizza", 1), CounterDelta(ALICE, SOUP, None, -2)],
+                [],
+                [contribution(1, ALICE, 1)],
+            ),
+        )
+
+    assert counters.counts() == ({(ALICE, SOUP): 1}, {})
+    with counters.store.transaction() as transaction:
+        assert transaction.ledger([hash_key(1)]) == {}
+
+
+def test_a_decrement_of_a_counter_that_does_not_exist_is_refused(
+    counters: CounterHarness,
+) -> None:
+    with pytest.raises(ValueError, match="counter below zero"):
+        apply(counters.store, CounterUpdate([CounterDelta(ALICE, SOUP, None, -1)], [], []))
+
+    assert counters.counts() == ({}, {})
+
+
+def test_a_counter_transaction_that_raises_changes_nothing(counters: CounterHarness) -> None:
+    with pytest.raises(RuntimeError, match="boom"), counters.store.transaction() as transaction:
+        transaction.apply(
+            CounterUpdate(
+                [CounterDelta(ALICE, SOUP, "Soup", 1)],
+                [CounterDelta(ALICE, DISHES, "Dishes", 1)],
+                [contribution(1, ALICE, 1, SOUP)],
+            )
+        )
+        raise RuntimeError("boom")
+
+    assert counters.counts() == ({}, {})
+    with counters.store.transaction() as transaction:
+        assert transaction.ledger([hash_key(1)]) == {}
+
+
+# --- connection lifecycle -------------------------------------------------------------
+
+
+def test_a_store_reconnects_on_the_next_call_after_its_connection_is_lost(
+    settings: PgSettings, db: Connection
+) -> None:
+    name = f"dwh-test-{uuid.uuid4().hex[:12]}"
+    with PostgresRawEventStore(attrs.evolve(settings, application_name=name)) as store:
+        store.save([event(1, 1)])
+        select(
+            db,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            name,
+        )
+
+        with pytest.raises(psycopg.OperationalError):
+            store.save([event(1, 2)])
+        store.save([event(1, 3)])
+
+    assert select(db, "SELECT update_ts FROM stg.order_events") == [(T0 + timedelta(minutes=3),)]
+
+
+def test_a_store_opens_no_connection_until_it_is_used() -> None:
+    unreachable = PgSettings("127.0.0.1", 1, "nowhere", "nobody", "secret")
+    with PostgresVaultStore(unreachable), PostgresCounterStore(unreachable):
+        pass
+    assert "secret" not in repr(unreachable) and "secret" not in unreachable.describe()
+
+
+# --- the pipeline on PostgreSQL -------------------------------------------------------
+
+
+class Layer(Protocol):
+    def handle(self, batch: list[InMessage]) -> BatchResult: ...
+
+
+def drain(topics: InMemoryTopics, layers: list[tuple[str, Layer]], batch_size: int) -> None:
+    """Every layer reads its whole topic from the beginning, in batches."""
+    for topic, layer in layers:
+        log = topics.messages[topic]
+        for start in range(0, len(log), batch_size):
+            layer.handle(log[start : start + batch_size])
+
+
+def order_history(rng: random.Random, orders: int) -> list[bytes]:
+    """Orders with several versions (closed, cancelled after closing, in progress),
+    shuffled, with duplicates."""
+    histories = [
+        ["CLOSED"],
+        ["COOKING", "CLOSED"],
+        ["CLOSED", "CANCELLED"],
+        ["CANCELLED"],
+        ["OPEN"],
+    ]
+    messages = []
+    for object_id in range(1000, 1000 + orders):
+        customer = rng.choice(USERS)
+        place = rng.choice(RESTAURANTS)
+        items = [rng.randrange(len(place["menu"])) for _ in range(rng.randint(1, 4))]
+        for n, status in enumerate(rng.choice(histories)):
+            document = order(object_id, customer["_id"], place, items, status, 100 + 60 * n)
+            messages.append(to_bytes(document, ensure_ascii=rng.random() < 0.5))
+    messages += rng.sample(messages, len(messages) // 5)
+    rng.shuffle(messages)
+    return messages
+
+
+def test_the_pipeline_on_postgres_matches_the_oracle_and_a_replay_changes_nothing(
+    settings: PgSettings, db: Connection
+) -> None:
+    messages = order_history(random.Random(2023), orders=300)
+    topics = InMemoryTopics()
+    dead_letters = InMemoryDeadLetters(topics)
+    with (
+        PostgresRawEventStore(settings) as events,
+        PostgresVaultStore(settings) as vault,
+        PostgresCounterStore(settings) as counters,
+        PostgresMarts(settings) as marts,
+    ):
+        layers: list[tuple[str, Layer]] = [
+            (
+                ORDERS_TOPIC,
+                StgService(
+                    dictionaries_of(USERS, RESTAURANTS),
+                    events,
+                    InMemoryPublisher(topics, STG_TOPIC),
+                    dead_letters,
+                ),
+            ),
+            (
+                STG_TOPIC,
+                DdsService(
+                    vault,
+                    InMemoryPublisher(topics, DDS_TOPIC),
+                    dead_letters,
+                    FixedClock(BASE_TIME),
+                    STG_TOPIC,
+                ),
+            ),
+            (DDS_TOPIC, CdmService(counters, dead_letters)),
+        ]
+        for message in messages:
+            topics.append(ORDERS_TOPIC, message)
+        drain(topics, layers, batch_size=37)
+
+        products, categories = expected_marts(messages, RESTAURANTS)
+        assert marts.product_counts() == dict(products)
+        assert marts.category_counts() == dict(categories)
+        assert not dead_letters.letters
+
+        memory = InMemoryPipeline(dictionaries_of(USERS, RESTAURANTS), FixedClock(BASE_TIME))
+        memory.feed(messages)
+        memory.run(iter([37] * len(messages)))
+        counts = marts.row_counts()
+        for sat in SATELLITES.values():
+            assert counts[f"dds.{sat.table}"] == sum(
+                len(history) for history in memory.vault.satellites[sat.name].values()
+            ), sat.table
+        for hub in HUBS.values():
+            assert counts[f"dds.{hub.table}"] == len(memory.vault.hubs[hub.name]), hub.table
+        assert counts["stg.order_events"] == len(memory.events.events) == 300
+
+        drain(topics, layers, batch_size=53)
+
+        assert marts.row_counts() == counts
+        assert marts.product_counts() == dict(products)
+        assert marts.category_counts() == dict(categories)
+
+
+def test_the_marts_read_side_names_users_products_and_categories(
+    settings: PgSettings, db: Connection
+) -> None:
+    orders = [
+        enriched(1, [0, 3], user_number=0),
+        enriched(2, [0], user_number=0),
+        enriched(3, [3], user_number=1),
+    ]
+    with PostgresVaultStore(settings) as vault, PostgresCounterStore(settings) as counters:
+        save_orders(vault, orders)
+        layer = CdmService(counters, InMemoryDeadLetters(InMemoryTopics()))
+        layer.handle(
+            [InMessage(encode(order_facts(o)), DDS_TOPIC, 0, n) for n, o in enumerate(orders)]
+        )
+
+    with PostgresMarts(settings) as marts:
+        assert marts.user_products(USERS[0]["_id"]) == [
+            ("Пицца Маргарита", 2),
+            ('Пицца "Четыре сыра"', 1),
+        ]
+        assert marts.user_categories(USERS[0]["_id"]) == [("Пицца", 2)]
+        assert marts.top_users("пицца", limit=5) == [
+            (USERS[0]["name"], USERS[0]["login"], 2),
+            (USERS[1]["name"], USERS[1]["login"], 1),
+        ]
+        assert marts.top_users("Пицца", limit=1) == [(USERS[0]["name"], USERS[0]["login"], 2)]
+        assert marts.top_categories(limit=2) == [
+            (USERS[0]["name"], USERS[0]["login"], "Пицца", 2),
+            (USERS[1]["name"], USERS[1]["login"], "Пицца", 1),
+        ]
+        assert set(marts.satellite_row_counts()) == set(SATELLITE_TABLES)
+        assert marts.row_counts()["cdm.order_contributions"] == 3
+
+
+# --- concurrency ----------------------------------------------------------------------
+
+
+def shared_rows(round_number: int, numbers: list[int]) -> VaultRows:
+    """Products (with categories, their links and names) that every replica writes."""
+    source_ts = T0 + timedelta(minutes=round_number)
+    rows = VaultRows()
+    for number in numbers:
+        product_id = f"product-{round_number}-{number}"
+        category_name = f"category-{round_number}-{number % 17}"
+        product = Hub("product", hash_key(product_id), (product_id,), T0, SOURCE)
+        category = Hub("category", hash_key(category_name), (category_name,), T0, SOURCE)
+        rows.hubs.extend((product, category))
+        rows.links.append(
+            Link(
+                "product_category",
+                hash_key(product_id, category_name),
+                (product.pk, category.pk),
+                T0,
+                SOURCE,
+            )
+        )
+        rows.satellites.append(
+            Satellite(
+                "product_names",
+                product.pk,
+                (product_id,),
+                hashdiff(product_id),
+                source_ts,
+                T0,
+                SOURCE,
+            )
+        )
+    return merge([rows])
+
+
+def test_two_replicas_writing_the_same_shared_hubs_at_once_both_commit(
+    settings: PgSettings, db: Connection
+) -> None:
+    rounds, size = 5, 2000
+    barrier = threading.Barrier(2, timeout=30)
+    failures: list[BaseException] = []
+
+    def replica(numbers: list[int]) -> None:
+        try:
+            with PostgresVaultStore(settings) as store:
+                for round_number in range(rounds):
+                    rows = shared_rows(round_number, numbers)
+                    with store.transaction() as transaction:
+                        states = transaction.satellite_states(
+                            {(s.name, s.hub_pk) for s in rows.satellites}
+                        )
+                        changes = satellite_changes(rows.satellites, states)
+                        barrier.wait()
+                        transaction.save(
+                            VaultRows(rows.hubs, rows.links, changes.rows), changes.states
+                        )
+        except BaseException as exc:
+            failures.append(exc)
+            barrier.abort()
+
+    # Overlapping, and listed in opposite orders: unsorted writes would deadlock.
+    threads = [
+        threading.Thread(target=replica, args=(list(range(0, size * 3 // 4)),)),
+        threading.Thread(target=replica, args=(list(range(size - 1, size // 4 - 1, -1)),)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert failures == [], failures
+    counts = {
+        table: count
+        for (table, count) in select(
+            db,
+            "SELECT 'h_product', count(*) FROM dds.h_product"
+            " UNION ALL SELECT 's_product_names', count(*) FROM dds.s_product_names"
+            " UNION ALL SELECT 'satellite_state', count(*) FROM dds.satellite_state",
+        )
+    }
+    assert counts == {
+        "h_product": rounds * size,
+        "s_product_names": rounds * size,
+        "satellite_state": rounds * size,
+    }
+
+
+def test_truncate_all_empties_every_warehouse_table(settings: PgSettings, db: Connection) -> None:
+    with PostgresVaultStore(settings) as vault:
+        save_orders(vault, [enriched(1, [0])])
+    truncate_all(db)
+    with PostgresMarts(settings) as marts:
+        assert marts.row_counts() == dict.fromkeys(WAREHOUSE_TABLES, 0)

@@ -1,0 +1,118 @@
+"""Workers as real subprocesses over unique topics and groups, for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from attrs import define, field
+
+LAYERS = ("stg", "dds", "cdm")
+LOG_DIR = Path(__file__).resolve().parents[2] / ".stack" / "test-logs"
+
+
+def wait_for(
+    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.2
+) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+@define
+class Topology:
+    """Unique topic and group names of one test's pipeline."""
+
+    suffix: str = field(factory=lambda: uuid.uuid4().hex[:8])
+
+    @property
+    def source(self) -> str:
+        return f"orders-{self.suffix}"
+
+    def topic(self, layer: str) -> str:
+        return {"stg": self.source, "dds": f"stg-{self.suffix}", "cdm": f"dds-{self.suffix}"}[layer]
+
+    def destination(self, layer: str) -> str | None:
+        return {"stg": f"stg-{self.suffix}", "dds": f"dds-{self.suffix}", "cdm": None}[layer]
+
+    def group(self, layer: str) -> str:
+        return f"{layer}-{self.suffix}"
+
+    def all_topics(self) -> list[str]:
+        topics = [self.topic(layer) for layer in LAYERS]
+        return topics + [f"{topic}-dlq" for topic in topics]
+
+    def env(self, layer: str, **extra: str) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "KAFKA_SOURCE_TOPIC": self.topic(layer),
+            "KAFKA_CONSUMER_GROUP": self.group(layer),
+            "DWH_HTTP_PORT": "0",
+            "DWH_LOG_FORMAT": "json",
+            "DWH_BATCH_WAIT_MS": "100",
+            **extra,
+        }
+        destination = self.destination(layer)
+        if destination:
+            env["KAFKA_DESTINATION_TOPIC"] = destination
+        return env
+
+
+@define
+class WorkerProcess:
+    layer: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def terminate(self, timeout: float = 60) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_worker(topology: Topology, layer: str, **extra_env: str) -> WorkerProcess:
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = LOG_DIR / f"{topology.suffix}-{layer}-{uuid.uuid4().hex[:6]}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", f"dwh_workers.{layer}"],
+            env=topology.env(layer, **extra_env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    return WorkerProcess(layer, process, log_path)
+
+
+@contextmanager
+def running(
+    topology: Topology, replicas: int = 1, **extra_env: str
+) -> Iterator[dict[str, list[WorkerProcess]]]:
+    """All three layers' workers, ``replicas`` of each; terminated (SIGTERM) at the end,
+    and each must exit 0."""
+    workers = {
+        layer: [start_worker(topology, layer, **extra_env) for _ in range(replicas)]
+        for layer in LAYERS
+    }
+    try:
+        yield workers
+    finally:
+        codes = {w.log_path.name: w.terminate() for ws in workers.values() for w in ws}
+        failed = {name: code for name, code in codes.items() if code != 0}
+        assert not failed, f"workers exited with {failed}; logs in {LOG_DIR}"
