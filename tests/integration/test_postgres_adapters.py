@@ -802,9 +802,10 @@ def test_the_marts_read_side_names_users_products_and_categories(
 # --- concurrency ----------------------------------------------------------------------
 
 
-def shared_rows(round_number: int, numbers: list[int]) -> VaultRows:
-    """Products (with categories, their links and names) that every replica writes."""
-    source_ts = T0 + timedelta(minutes=round_number)
+def shared_rows(round_number: int, numbers: list[int], shift_s: int = 0) -> VaultRows:
+    """Products (with categories, their links and names) that every replica writes, as
+    seen in orders ``shift_s`` seconds apart."""
+    source_ts = T0 + timedelta(minutes=round_number, seconds=shift_s)
     rows = VaultRows()
     for number in numbers:
         product_id = f"product-{round_number}-{number}"
@@ -842,17 +843,17 @@ def test_two_replicas_writing_the_same_shared_hubs_at_once_both_commit(
     barrier = threading.Barrier(2, timeout=30)
     failures: list[BaseException] = []
 
-    def replica(numbers: list[int]) -> None:
+    def replica(numbers: list[int], shift_s: int) -> None:
         try:
             with PostgresVaultStore(settings) as store:
                 for round_number in range(rounds):
-                    rows = shared_rows(round_number, numbers)
+                    rows = shared_rows(round_number, numbers, shift_s)
+                    barrier.wait()
                     with store.transaction() as transaction:
                         states = transaction.satellite_states(
                             {(s.name, s.hub_pk) for s in rows.satellites}
                         )
                         changes = satellite_changes(rows.satellites, states)
-                        barrier.wait()
                         transaction.save(
                             VaultRows(rows.hubs, rows.links, changes.rows), changes.states
                         )
@@ -860,10 +861,12 @@ def test_two_replicas_writing_the_same_shared_hubs_at_once_both_commit(
             failures.append(exc)
             barrier.abort()
 
-    # Overlapping, and listed in opposite orders: unsorted writes would deadlock.
+    # Overlapping, and listed in opposite orders: unsorted writes would deadlock. The two
+    # replicas see the same names in different orders (source_ts a second apart): the
+    # claimed satellite states make the second wait and add no second row per product.
     threads = [
-        threading.Thread(target=replica, args=(list(range(0, size * 3 // 4)),)),
-        threading.Thread(target=replica, args=(list(range(size - 1, size // 4 - 1, -1)),)),
+        threading.Thread(target=replica, args=(list(range(0, size * 3 // 4)), 0)),
+        threading.Thread(target=replica, args=(list(range(size - 1, size // 4 - 1, -1)), 1)),
     ]
     for thread in threads:
         thread.start()

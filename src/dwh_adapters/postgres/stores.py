@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
@@ -123,6 +124,18 @@ _VAULT_TABLES: dict[str, sql.Composed] = {
     ),
 }
 
+# Rows that do not exist yet cannot be locked, so a transaction first claims every key
+# of its batch with a placeholder row (older than any real version): a second replica
+# claiming the same new key waits for the first to commit, then sees its row. The
+# placeholders are replaced by real values in the same transaction.
+PLACEHOLDER_TS = datetime(1, 1, 1)
+PLACEHOLDER_KEY = uuid.UUID(int=0)
+
+_CLAIM_STATES = sql.SQL(
+    "INSERT INTO dds.satellite_state (satellite, hub_pk, hashdiff, source_ts)"
+    " SELECT s, k, %b, %b FROM unnest(%b::varchar[], %b::uuid[]) AS x(s, k) ORDER BY s, k"
+    " ON CONFLICT DO NOTHING"
+)
 _LOCK_STATES = sql.SQL(
     "SELECT satellite, hub_pk, hashdiff, source_ts FROM dds.satellite_state"
     " WHERE (satellite, hub_pk) IN (SELECT * FROM unnest(%b::varchar[], %b::uuid[]))"
@@ -167,23 +180,41 @@ class PostgresVaultTransaction:
 
     def __init__(self, conn: psycopg.Connection[TupleRow]) -> None:
         self._conn = conn
+        self._placeholders: set[tuple[str, uuid.UUID]] = set()
 
     def satellite_states(
         self, keys: Collection[tuple[str, uuid.UUID]]
     ) -> Mapping[tuple[str, uuid.UUID], SatelliteState]:
         if not keys:
             return {}
-        rows = self._conn.execute(_LOCK_STATES, arrays_of(sorted(keys))).fetchall()
+        arrays = arrays_of(sorted(keys))
+        self._conn.execute(_CLAIM_STATES, [PLACEHOLDER_KEY, PLACEHOLDER_TS, *arrays])
+        rows = self._conn.execute(_LOCK_STATES, arrays).fetchall()
+        self._placeholders |= {(name, pk) for name, pk, _, ts in rows if ts == PLACEHOLDER_TS}
         return {
-            (name, pk): SatelliteState(name, pk, hashdiff, ts) for name, pk, hashdiff, ts in rows
+            (name, pk): SatelliteState(name, pk, hashdiff, ts)
+            for name, pk, hashdiff, ts in rows
+            if ts != PLACEHOLDER_TS
         }
 
     def save(self, rows: VaultRows, states: Sequence[SatelliteState]) -> None:
+        self._placeholders -= {(state.name, state.hub_pk) for state in states}
         batches = _vault_batches(rows, states)
         with self._conn.cursor() as cursor:
             for table, statement in _VAULT_TABLES.items():
                 if table in batches:
                     cursor.execute(statement, arrays_of(batches[table]))
+
+    def release_placeholders(self) -> None:
+        """Drop the claims that no state replaced (keys asked about but not saved)."""
+        if self._placeholders:
+            self._conn.execute(_RELEASE_STATES, arrays_of(sorted(self._placeholders)))
+
+
+_RELEASE_STATES = sql.SQL(
+    "DELETE FROM dds.satellite_state WHERE source_ts = '0001-01-01'"
+    " AND (satellite, hub_pk) IN (SELECT * FROM unnest(%b::varchar[], %b::uuid[]))"
+)
 
 
 class PostgresVaultStore(ConnectionOwner):
@@ -192,7 +223,9 @@ class PostgresVaultStore(ConnectionOwner):
     @contextmanager
     def transaction(self) -> Iterator[PostgresVaultTransaction]:
         with self._transaction() as conn:
-            yield PostgresVaultTransaction(conn)
+            transaction = PostgresVaultTransaction(conn)
+            yield transaction
+            transaction.release_placeholders()
 
 
 def _counter_update(table: str, key: str, name: str) -> sql.Composed:
@@ -231,6 +264,11 @@ _UPSERT_LEDGER = sql.SQL(
     " AS x(o, u, ts, p, c)"
     " ON CONFLICT (order_key) DO UPDATE SET {}"
 ).format(assignments(("user_key", "update_ts", "products", "categories")))
+_CLAIM_LEDGER = sql.SQL(
+    "INSERT INTO cdm.order_contributions (order_key, user_key, update_ts, products, categories)"
+    " SELECT k, %b, %b, '{}', '{}' FROM unnest(%b::uuid[]) AS k ORDER BY k"
+    " ON CONFLICT DO NOTHING"
+)
 _LOCK_LEDGER = sql.SQL(
     "SELECT order_key, user_key, update_ts, products, categories FROM cdm.order_contributions"
     " WHERE order_key = ANY(%b::uuid[]) ORDER BY order_key FOR UPDATE"
@@ -248,17 +286,23 @@ class PostgresCounterTransaction:
 
     def __init__(self, conn: psycopg.Connection[TupleRow]) -> None:
         self._conn = conn
+        self._placeholders: set[uuid.UUID] = set()
 
     def ledger(self, order_keys: Collection[uuid.UUID]) -> Mapping[uuid.UUID, Contribution]:
         if not order_keys:
             return {}
-        rows = self._conn.execute(_LOCK_LEDGER, (sorted(order_keys),)).fetchall()
+        keys = sorted(order_keys)
+        self._conn.execute(_CLAIM_LEDGER, (PLACEHOLDER_KEY, PLACEHOLDER_TS, keys))
+        rows = self._conn.execute(_LOCK_LEDGER, (keys,)).fetchall()
+        self._placeholders |= {row[0] for row in rows if row[2] == PLACEHOLDER_TS}
         return {
             key: Contribution(key, user_key, ts, frozenset(products), frozenset(categories))
             for key, user_key, ts, products, categories in rows
+            if ts != PLACEHOLDER_TS
         }
 
     def apply(self, update: CounterUpdate) -> None:
+        self._placeholders -= {c.order_key for c in update.contributions}
         with self._conn.cursor() as cursor:
             for statement, deltas in (
                 (_UPDATE_PRODUCTS, update.products),
@@ -279,6 +323,19 @@ class PostgresCounterTransaction:
                 ]
                 cursor.execute(_UPSERT_LEDGER, arrays_of(rows))
 
+    def release_placeholders(self) -> None:
+        """Drop the claims that no contribution replaced."""
+        if self._placeholders:
+            _release_ledger(self._conn, self._placeholders)
+
+
+def _release_ledger(conn: psycopg.Connection[TupleRow], keys: set[uuid.UUID]) -> None:
+    conn.execute(
+        "DELETE FROM cdm.order_contributions WHERE update_ts = '0001-01-01'"
+        " AND order_key = ANY(%b::uuid[])",
+        (sorted(keys),),
+    )
+
 
 def _apply_deltas(
     cursor: psycopg.Cursor[TupleRow], statement: sql.Composed, deltas: Sequence[CounterDelta]
@@ -297,4 +354,6 @@ class PostgresCounterStore(ConnectionOwner):
     @contextmanager
     def transaction(self) -> Iterator[PostgresCounterTransaction]:
         with self._transaction() as conn:
-            yield PostgresCounterTransaction(conn)
+            transaction = PostgresCounterTransaction(conn)
+            yield transaction
+            transaction.release_placeholders()
