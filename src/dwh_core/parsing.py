@@ -162,6 +162,9 @@ def _parse_object(data: bytes, cls: type[T]) -> T:
 def parse_order_document(data: bytes) -> tuple[Order, dict[str, Any]]:
     """An order message of CONTRACT.md §1.1 and its decoded JSON; anything but
     ``object_type == "order"`` is invalid."""
+    # JSON text cannot hold a raw NUL, only its escape; PostgreSQL stores neither.
+    if b"\\u0000" in data:
+        raise InvalidMessage("$: a NUL character (\\u0000) is not allowed in text")
     document = decode_json(data)
     if type(document) is not dict:
         raise InvalidMessage(f"$: expected object, got {_json_type(document)}")

@@ -159,3 +159,13 @@ def test_an_enriched_order_round_trips_through_its_wire_format() -> None:
     ).encode()
     order = parse_enriched_order(data)
     assert json.loads(encode(order)) == json.loads(data)
+
+
+def test_a_nul_character_is_rejected_because_the_warehouse_cannot_store_it() -> None:
+    for where in ("order_items", "note"):
+        document = example()
+        if where == "note":
+            document["payload"]["note"] = "\x00"
+        else:
+            document["payload"]["order_items"][0]["name"] = "Рис\x00"
+        assert rejection(document) == "$: a NUL character (\\u0000) is not allowed in text"
