@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,6 +33,7 @@ def wait_for(
 class Topology:
     """Unique topic and group names of one test's pipeline."""
 
+    dbname: str | None = None
     suffix: str = field(factory=lambda: uuid.uuid4().hex[:8])
 
     @property
@@ -62,6 +63,8 @@ class Topology:
             "DWH_BATCH_WAIT_MS": "100",
             **extra,
         }
+        if self.dbname:
+            env["PG_WAREHOUSE_DBNAME"] = self.dbname
         destination = self.destination(layer)
         if destination:
             env["KAFKA_DESTINATION_TOPIC"] = destination
@@ -87,13 +90,15 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def start_worker(topology: Topology, layer: str, **extra_env: str) -> WorkerProcess:
+def start_worker(
+    topology: Topology, layer: str, extra_env: Mapping[str, str] | None = None
+) -> WorkerProcess:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"{topology.suffix}-{layer}-{uuid.uuid4().hex[:6]}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", f"dwh_workers.{layer}"],
-            env=topology.env(layer, **extra_env),
+            env=topology.env(layer, **(extra_env or {})),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -102,12 +107,12 @@ def start_worker(topology: Topology, layer: str, **extra_env: str) -> WorkerProc
 
 @contextmanager
 def running(
-    topology: Topology, replicas: int = 1, **extra_env: str
+    topology: Topology, replicas: int = 1, extra_env: Mapping[str, str] | None = None
 ) -> Iterator[dict[str, list[WorkerProcess]]]:
     """All three layers' workers, ``replicas`` of each; terminated (SIGTERM) at the end,
     and each must exit 0."""
     workers = {
-        layer: [start_worker(topology, layer, **extra_env) for _ in range(replicas)]
+        layer: [start_worker(topology, layer, extra_env) for _ in range(replicas)]
         for layer in LAYERS
     }
     try:

@@ -1,0 +1,31 @@
+"""Throwaway warehouse databases, so a test owns its tables."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import attrs
+from psycopg import sql
+
+from dwh_adapters.postgres.migrations import migrate
+from dwh_adapters.postgres.settings import PgSettings, connect
+
+
+@contextmanager
+def fresh_database(base: PgSettings) -> Iterator[PgSettings]:
+    """A new database migrated to the latest schema; dropped afterwards."""
+    name = f"dwh_test_{uuid.uuid4().hex[:10]}"
+    with connect(base, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    settings = attrs.evolve(base, dbname=name)
+    try:
+        with connect(settings, autocommit=True) as connection:
+            migrate(connection)
+        yield settings
+    finally:
+        with connect(base, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
