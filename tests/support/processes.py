@@ -107,12 +107,21 @@ def start_worker(
 
 @contextmanager
 def running(
-    topology: Topology, replicas: int = 1, extra_env: Mapping[str, str] | None = None
+    topology: Topology,
+    replicas: int = 1,
+    extra_env: Mapping[str, str] | None = None,
+    http_ports: Mapping[str, int] | None = None,
 ) -> Iterator[dict[str, list[WorkerProcess]]]:
-    """All three layers' workers, ``replicas`` of each; terminated (SIGTERM) at the end,
-    and each must exit 0."""
+    """All three layers' workers, ``replicas`` of each (serving HTTP on ``http_ports``
+    per layer, if given, for one replica); terminated (SIGTERM) at the end, and each
+    must exit 0."""
+
+    def env(layer: str) -> dict[str, str]:
+        port = (http_ports or {}).get(layer)
+        return {**(extra_env or {}), **({"DWH_HTTP_PORT": str(port)} if port else {})}
+
     workers = {
-        layer: [start_worker(topology, layer, extra_env) for _ in range(replicas)]
+        layer: [start_worker(topology, layer, env(layer)) for _ in range(replicas)]
         for layer in LAYERS
     }
     try:

@@ -1,0 +1,169 @@
+"""Running a worker: configuration errors, schema checks, probes and metrics, and
+dependencies that go away and come back."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from dwh_adapters.kafka import KafkaPublisher, KafkaSettings, delete_topics, ensure_topics
+from dwh_adapters.postgres.marts import PostgresMarts
+from dwh_adapters.postgres.settings import PgSettings, connect
+from dwh_adapters.redis import RedisDictionaryWriter, RedisSettings
+from dwh_core.messages import OutMessage
+from dwh_workers.sample import OrderGenerator, dictionary_entries, sample_dictionaries
+from tests.support.databases import fresh_database
+from tests.support.oracle import expected_marts
+from tests.support.processes import LAYERS, Topology, running, wait_for
+from tests.support.proxy import CuttableProxy
+
+pytestmark = pytest.mark.integration
+
+KAFKA = KafkaSettings("127.0.0.1:9092")
+BASE = PgSettings("127.0.0.1", 5432, "de", "dwh", "dwh")
+DICTIONARIES = sample_dictionaries(seed=12, users=80, restaurants=8)
+
+
+def run_worker(layer: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", f"dwh_workers.{layer}"],
+        env={**os.environ, "DWH_HTTP_PORT": "0", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DWH_BATCH_SIZE": "many"}, "DWH_BATCH_SIZE='many' is not an integer"),
+        ({"KAFKA_PORT": "99999"}, "KAFKA_PORT=99999 is out of range (1..65535)"),
+        ({"PG_WAREHOUSE_SSLMODE": "sometimes"}, "PG_WAREHOUSE_SSLMODE='sometimes' must be one of"),
+        (
+            {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"},
+            "KAFKA_SECURITY_PROTOCOL=SASL_SSL needs KAFKA_CONSUMER_USERNAME",
+        ),
+        ({"REDIS_SSL_CA_FILE": "/nonexistent/ca.pem"}, "REDIS_SSL_CA_FILE='/nonexistent/ca.pem'"),
+    ],
+)
+def test_an_invalid_setting_stops_the_worker_with_one_line_naming_it(
+    env: dict[str, str], message: str
+) -> None:
+    result = run_worker("stg", **env)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("dwh-stg: configuration error: ")
+    assert message in line
+
+
+def test_a_worker_refuses_a_schema_that_is_behind_and_says_what_to_run() -> None:
+    with fresh_database(BASE) as settings:
+        with connect(settings, autocommit=True) as connection:
+            connection.execute("DROP TABLE public.dwh_schema_migrations")
+        result = run_worker("dds", PG_WAREHOUSE_DBNAME=settings.dbname, DWH_LOG_FORMAT="json")
+    assert result.returncode == 3
+    last = json.loads(result.stderr.strip().splitlines()[-1])
+    assert last["level"] == "error"
+    assert "run 'dwh migrate'" in last["msg"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except OSError:
+        return 0, ""
+
+
+@pytest.fixture
+def topology() -> Iterator[Topology]:
+    with fresh_database(BASE) as settings:
+        topology = Topology(dbname=settings.dbname)
+        ensure_topics(KAFKA, topology.all_topics(), partitions=3)
+        with RedisDictionaryWriter(RedisSettings("127.0.0.1", 6379)) as writer:
+            writer.put_many(dictionary_entries(DICTIONARIES))
+        yield topology
+        delete_topics(KAFKA, topology.all_topics())
+
+
+def produce(topic: str, values: list[bytes]) -> None:
+    with KafkaPublisher(KAFKA, topic) as publisher:
+        publisher.publish([OutMessage(None, value) for value in values])
+
+
+def metric(text: str, name: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+def test_postgresql_and_redis_going_away_and_coming_back_lose_nothing(topology: Topology) -> None:
+    settings = PgSettings("127.0.0.1", 5432, topology.dbname or "", "dwh", "dwh")
+    orders = list(OrderGenerator(DICTIONARIES, seed=31).messages(3000))
+    products, categories = expected_marts(orders, DICTIONARIES.restaurants)
+    ports = {layer: free_port() for layer in LAYERS}
+
+    def marts_exact() -> bool:
+        with PostgresMarts(settings) as marts:
+            return marts.product_counts() == products and marts.category_counts() == categories
+
+    with (
+        CuttableProxy(("127.0.0.1", 5432)) as postgres,
+        CuttableProxy(("127.0.0.1", 6379)) as redis,
+    ):
+        env = {"PG_WAREHOUSE_PORT": str(postgres.port), "REDIS_PORT": str(redis.port)}
+        with running(topology, extra_env=env, http_ports=ports):
+            wait_for(
+                lambda: all(http_get(p, "/readyz")[0] == 200 for p in ports.values()),
+                60,
+                "every worker to be ready",
+            )
+            produce(topology.source, orders[:1000])
+            wait_for(
+                lambda: (
+                    http_get(ports["cdm"], "/metrics")[0] == 200
+                    and metric(http_get(ports["cdm"], "/metrics")[1], "dwh_messages_in_total") > 0
+                ),
+                60,
+                "CDM to process its first batch",
+            )
+
+            postgres.cut()
+            redis.cut()
+            produce(topology.source, orders[1000:])
+            wait_for(
+                lambda: http_get(ports["stg"], "/readyz")[0] == 503,
+                60,
+                "STG to report not-ready while its dependencies are down",
+            )
+            assert http_get(ports["stg"], "/healthz")[0] == 200
+            postgres.restore()
+            redis.restore()
+
+            wait_for(marts_exact, 180, "the marts to equal the oracle after the outage")
+            stg_metrics = http_get(ports["stg"], "/metrics")[1]
+            assert metric(stg_metrics, "dwh_dependency_errors_total") > 0
+            assert metric(stg_metrics, "dwh_messages_in_total") >= len(orders)
+            assert "dwh_batch_duration_seconds_bucket" in stg_metrics
+            assert "dwh_consumer_lag" in stg_metrics or "dwh_last_processed" in stg_metrics
+            wait_for(lambda: http_get(ports["stg"], "/readyz")[0] == 200, 60, "STG ready again")
