@@ -75,7 +75,10 @@ def bad_messages(good: list[bytes]) -> dict[bytes, str]:
     unknown_user = json.loads(good[2])
     unknown_user["object_id"] = 1
     unknown_user["payload"]["user"]["id"] = UNKNOWN_USER
+    too_big = json.loads(good[3])
+    too_big["object_id"] = 3_000_000_000  # valid JSON, but past the int column's range
     return {
+        json.dumps(too_big).encode(): "cannot be processed: NumericValueOutOfRange",
         b"{not json": "not JSON",
         b"[]": "$: expected object, got array",
         json.dumps({**order, "object_type": "payment"}).encode(): "$.object_type: expected 'order'",
@@ -122,6 +125,7 @@ def test_the_marts_equal_the_oracle_and_every_bad_message_is_dead_lettered(
         letter = letters[value]
         assert reason in letter.reason
         assert letter.headers["dwh.stage"] == "stg"
+        assert letter.key is None
         assert letter.headers["dwh.source.topic"] == topology.source
         assert int(letter.headers["dwh.source.offset"]) >= 0
     with PostgresMarts(warehouse) as marts:
