@@ -36,7 +36,7 @@ from dwh_core.ports import (
     RawEventStore,
     VaultStore,
 )
-from dwh_core.vault import VaultRows, merge, order_facts, order_rows, satellite_changes
+from dwh_core.vault import VaultRows, order_facts, satellite_changes, vault_rows
 
 T = TypeVar("T")
 
@@ -144,7 +144,7 @@ class DdsService:
         if parsed:
             load_dt = self._clock.now()
             orders = [order for _, order in parsed]
-            rows = merge(order_rows(order, load_dt, self._record_source) for order in orders)
+            rows = vault_rows(orders, load_dt, self._record_source)
             with self._vault.transaction() as transaction:
                 states = transaction.satellite_states(
                     {(row.name, row.hub_pk) for row in rows.satellites}

@@ -150,52 +150,71 @@ class VaultRows:
         return not (self.hubs or self.links or self.satellites)
 
 
-def order_rows(order: EnrichedOrder, load_dt: datetime, load_src: str) -> VaultRows:
-    """The hub, link and satellite rows that one enriched order version contributes."""
-    payload = order.payload
-    source_ts = payload.update_ts
+class _RowBuilder:
+    """Collects the rows of a batch, each key once: hubs and links by key, satellites by
+    (key, ``source_ts``), the first seen kept. A row object is built only for a key not
+    seen yet, since users, restaurants, products and categories recur in most orders."""
 
-    def hub(name: str, *values: object) -> Hub:
-        return Hub(name, hash_key(values[0]), values, load_dt, load_src)
+    def __init__(self, load_dt: datetime, load_src: str) -> None:
+        self._load_dt = load_dt
+        self._load_src = load_src
+        self.hubs: dict[tuple[str, uuid.UUID], Hub] = {}
+        self.links: dict[tuple[str, uuid.UUID], Link] = {}
+        self.satellites: dict[tuple[str, uuid.UUID, datetime], Satellite] = {}
 
-    def link(name: str, first: Hub, second: Hub) -> Link:
-        return Link(
-            name,
-            hash_key(first.values[0], second.values[0]),
-            (first.pk, second.pk),
-            load_dt,
-            load_src,
-        )
+    def hub(self, name: str, *values: object) -> uuid.UUID:
+        pk = hash_key(values[0])
+        if (name, pk) not in self.hubs:
+            self.hubs[(name, pk)] = Hub(name, pk, values, self._load_dt, self._load_src)
+        return pk
 
-    def satellite(name: str, owner: Hub, *values: object) -> Satellite:
-        return Satellite(name, owner.pk, values, hashdiff(*values), source_ts, load_dt, load_src)
+    def link(
+        self, name: str, keys: tuple[object, object], pks: tuple[uuid.UUID, uuid.UUID]
+    ) -> None:
+        pk = hash_key(*keys)
+        if (name, pk) not in self.links:
+            self.links[(name, pk)] = Link(name, pk, pks, self._load_dt, self._load_src)
 
-    user = hub("user", payload.user.id)
-    restaurant = hub("restaurant", payload.restaurant.id)
-    order_hub = hub("order", payload.id, payload.date)
-    rows = VaultRows(
-        hubs=[user, restaurant, order_hub],
-        links=[link("order_user", order_hub, user)],
-        satellites=[
-            satellite("user_names", user, payload.user.name, payload.user.login),
-            satellite("restaurant_names", restaurant, payload.restaurant.name),
-            satellite("order_cost", order_hub, payload.cost, payload.payment),
-            satellite("order_status", order_hub, payload.status),
-        ],
-    )
-    for item in payload.products:
-        product = hub("product", item.id)
-        category = hub("category", item.category)
-        rows.hubs.extend((product, category))
-        rows.links.extend(
-            (
-                link("order_product", order_hub, product),
-                link("product_restaurant", product, restaurant),
-                link("product_category", product, category),
+    def satellite(self, name: str, hub_pk: uuid.UUID, source_ts: datetime, *values: object) -> None:
+        key = (name, hub_pk, source_ts)
+        if key not in self.satellites:
+            self.satellites[key] = Satellite(
+                name, hub_pk, values, hashdiff(*values), source_ts, self._load_dt, self._load_src
             )
+
+    def add(self, order: EnrichedOrder) -> None:
+        payload = order.payload
+        ts = payload.update_ts
+        user = self.hub("user", payload.user.id)
+        restaurant = self.hub("restaurant", payload.restaurant.id)
+        order_pk = self.hub("order", payload.id, payload.date)
+        self.link("order_user", (payload.id, payload.user.id), (order_pk, user))
+        self.satellite("user_names", user, ts, payload.user.name, payload.user.login)
+        self.satellite("restaurant_names", restaurant, ts, payload.restaurant.name)
+        self.satellite("order_cost", order_pk, ts, payload.cost, payload.payment)
+        self.satellite("order_status", order_pk, ts, payload.status)
+        for item in payload.products:
+            product = self.hub("product", item.id)
+            category = self.hub("category", item.category)
+            self.link("order_product", (payload.id, item.id), (order_pk, product))
+            self.link("product_restaurant", (item.id, payload.restaurant.id), (product, restaurant))
+            self.link("product_category", (item.id, item.category), (product, category))
+            self.satellite("product_names", product, ts, item.name)
+
+    def rows(self) -> VaultRows:
+        return VaultRows(
+            list(self.hubs.values()), list(self.links.values()), list(self.satellites.values())
         )
-        rows.satellites.append(satellite("product_names", product, item.name))
-    return rows
+
+
+def vault_rows(orders: Iterable[EnrichedOrder], load_dt: datetime, load_src: str) -> VaultRows:
+    """The hub, link and satellite rows of a batch of enriched order versions, each key
+    once (satellites once per key and ``source_ts``; at equal ``source_ts`` the first
+    version seen is kept)."""
+    builder = _RowBuilder(load_dt, load_src)
+    for order in orders:
+        builder.add(order)
+    return builder.rows()
 
 
 @frozen
@@ -243,22 +262,6 @@ def satellite_changes(
         ):
             new_states.append(SatelliteState(key[0], key[1], current, watermark))
     return SatelliteChanges(rows, new_states)
-
-
-def merge(batches: Iterable[VaultRows]) -> VaultRows:
-    """One set of rows per table: hubs and links once per key, satellites once per
-    (key, source_ts); at equal ``source_ts`` the first version seen is kept."""
-    hubs: dict[tuple[str, uuid.UUID], Hub] = {}
-    links: dict[tuple[str, uuid.UUID], Link] = {}
-    satellites: dict[tuple[str, uuid.UUID, datetime], Satellite] = {}
-    for rows in batches:
-        for hub in rows.hubs:
-            hubs.setdefault((hub.name, hub.pk), hub)
-        for link in rows.links:
-            links.setdefault((link.name, link.pk), link)
-        for sat in rows.satellites:
-            satellites.setdefault((sat.name, sat.hub_pk, sat.source_ts), sat)
-    return VaultRows(list(hubs.values()), list(links.values()), list(satellites.values()))
 
 
 def order_facts(order: EnrichedOrder) -> OrderFacts:

@@ -69,10 +69,9 @@ from dwh_core.vault import (
     Satellite,
     SatelliteState,
     VaultRows,
-    merge,
     order_facts,
-    order_rows,
     satellite_changes,
+    vault_rows,
 )
 from tests.support.builders import BASE_TIME, MENU_A, MENU_B, order, restaurant, to_bytes, user
 from tests.support.oracle import expected_marts
@@ -424,7 +423,7 @@ def save_orders(
     store: VaultStore, orders: list[EnrichedOrder], load_dt: datetime = T0
 ) -> list[SatelliteState]:
     """What DdsService does with a batch; the states it stored."""
-    rows = merge(order_rows(o, load_dt, SOURCE) for o in orders)
+    rows = vault_rows(orders, load_dt, SOURCE)
     with store.transaction() as transaction:
         states = transaction.satellite_states({(s.name, s.hub_pk) for s in rows.satellites})
         changes = satellite_changes(rows.satellites, states)
@@ -479,7 +478,7 @@ def test_a_newer_version_adds_a_satellite_row_and_moves_the_state(vault: VaultHa
 
 
 def test_a_vault_transaction_that_raises_leaves_nothing(vault: VaultHarness) -> None:
-    rows = order_rows(enriched(1, [0, 1]), T0, SOURCE)
+    rows = vault_rows([enriched(1, [0, 1])], T0, SOURCE)
     states = satellite_changes(rows.satellites, {}).states
     with pytest.raises(RuntimeError, match="boom"), vault.store.transaction() as transaction:
         transaction.save(rows, states)
@@ -833,7 +832,7 @@ def shared_rows(round_number: int, numbers: list[int], shift_s: int = 0) -> Vaul
                 SOURCE,
             )
         )
-    return merge([rows])
+    return rows
 
 
 def test_two_replicas_writing_the_same_shared_hubs_at_once_both_commit(

@@ -11,8 +11,8 @@ from dwh_core.vault import (
     SATELLITES,
     Satellite,
     SatelliteState,
-    order_rows,
     satellite_changes,
+    vault_rows,
 )
 from tests.support.builders import order, to_bytes
 from tests.support.pipeline import sample_pipeline
@@ -109,7 +109,7 @@ def test_order_rows_hold_every_product_of_the_order() -> None:
         parse_order(to_bytes(order(3, users[2]["_id"], restaurants[1], [0, 1, 2], "CLOSED", 1))),
         Catalog(pipeline.dictionaries.entries),
     )
-    rows = order_rows(enriched, T0, "src")
+    rows = vault_rows([enriched], T0, "src")
     assert len([h for h in rows.hubs if h.name == "product"]) == 3
     assert len([link for link in rows.links if link.name == "product_category"]) == 3
     assert all(hub.load_dt == T0 and hub.load_src == "src" for hub in rows.hubs)
