@@ -44,6 +44,9 @@ def new_consumer(
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "enable.partition.eof": False,
+        # librdkafka prefetches up to 64 MiB per consumer by default; a few batches
+        # ahead is plenty and keeps a worker inside a 128 MiB memory limit.
+        "queued.max.messages.kbytes": 16384,
     }
     return Consumer(_config(settings, {**defaults, **(overrides or {})}))
 
