@@ -1,0 +1,336 @@
+"""One run of the benchmark, phase by phase, on fresh topics and emptied tables:
+
+1. the sample dictionaries (and the freshness probes' users) into Redis, the schema
+   migrated, the warehouse tables emptied, the topics created;
+2. catch-up: the backlog into the source topic, then the three workers started and
+   timed until the marts equal the oracle (:mod:`bench.catchup`);
+3. the PostgreSQL floor for the rows the catch-up wrote (:mod:`bench.floor`);
+4. freshness at each rate, the workers still running (:mod:`bench.freshness`); their
+   CPU and memory read from /proc before they stop;
+5. the naive baseline on a smaller backlog of the same feed, timed the same way
+   (:mod:`bench.baseline`).
+
+Whatever happens, the processes are stopped and the topics, the baseline's schemas and
+the probe users deleted at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+from attrs import frozen
+from tests.support.processes import Topology
+
+from bench import baseline, floor, freshness
+from bench.catchup import LAYERS, Pipeline, measure
+from bench.console import say
+from bench.kafka import produce_backlog
+from bench.machine import describe, load_average
+from bench.marts import Marts, other_writers
+from bench.processes import REPO, Process, free_port, service_cpu, start, stop_all
+from bench.tables import Connection
+from dwh_adapters.kafka import delete_topics, ensure_topics, topic_message_count
+from dwh_adapters.postgres.settings import connect
+from dwh_adapters.postgres.tables import truncate_all
+from dwh_core.hashing import hash_key
+from dwh_workers import config
+from dwh_workers.sample import Dictionaries, OrderGenerator, dictionary_entries, sample_dictionaries
+
+
+@frozen
+class Options:
+    orders: int
+    baseline_orders: int
+    rates: tuple[float, ...]
+    freshness_s: float
+    out: Path
+    seed: int
+    dictionary_seed: int
+    partitions: int
+    worker_env: Mapping[str, str]
+
+
+class Run:
+    """One run; each phase adds its section to :attr:`results`."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.run_id = uuid.uuid4().hex[:8]
+        self.services = config.services()
+        self.ours = Topology(suffix=f"bench{self.run_id}")
+        self.naive = Topology(suffix=f"naive{self.run_id}")
+        self.log_dir = options.out / "logs" / self.run_id
+        self.processes: dict[str, Process] = {}
+        self.results: dict[str, Any] = {}
+        self._redis = self.services.redis.client()
+        self._dictionaries = sample_dictionaries(seed=options.dictionary_seed)
+        capacity = math.ceil(sum(rate * options.freshness_s for rate in options.rates)) + 1
+        self._probes = freshness.Probes(self._dictionaries.restaurants, self.run_id, capacity)
+        self._users = tuple(
+            hash_key(user["_id"]) for user in (*self._dictionaries.users, *self._probes.users)
+        )
+        self._probe_keys: list[str] = []
+
+    def execute(self) -> dict[str, Any]:
+        """Every phase; the results as plain data (the JSON of the run)."""
+        load_before = load_average()
+        try:
+            self._prepare()
+            with connect(self.services.postgres, autocommit=True) as conn:
+                self.results["machine"] = describe(conn, self._redis)
+                messages = _feed(self._dictionaries, self.options.seed, self.options.orders)
+                self._catch_up(conn, messages)
+                self._floor()
+                self._freshness(conn, messages)
+                self._stop_workers()
+                self._baseline(conn)
+        finally:
+            self._clean_up()
+        self.results["machine"].update(
+            load_average_before=load_before, load_average_after=load_average()
+        )
+        self.results["headline"] = _headline(self.results)
+        return {"run_id": self.run_id, "parameters": self._parameters(), **self.results}
+
+    # --- phases -------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        say("loading the dictionaries into Redis")
+        probe_entries = self._probes.dictionary_entries()
+        self._redis.mset({**dictionary_entries(self._dictionaries), **probe_entries})
+        self._probe_keys = list(probe_entries)
+        say("migrating the schema and emptying the warehouse tables")
+        subprocess.run(
+            [sys.executable, "-m", "dwh_workers", "migrate"], check=True, cwd=REPO, timeout=120
+        )
+        with connect(self.services.postgres, autocommit=True) as conn:
+            truncate_all(conn)
+        topics = [*self.ours.all_topics(), *self.naive.all_topics()]
+        ensure_topics(self.services.kafka, topics, partitions=self.options.partitions)
+
+    def _catch_up(self, conn: Connection, messages: list[bytes]) -> None:
+        kafka, orders = self.services.kafka, self.options.orders
+        say(f"producing the backlog: {len(messages):,} messages of {orders:,} orders")
+        produce_s = produce_backlog(kafka, self.ours.source, messages)
+        say(f"produced in {produce_s:.1f} s; starting the workers")
+        cpu_before = service_cpu()
+        catch_up = measure(
+            "ours",
+            kafka,
+            conn,
+            self._pipeline(self.ours, "cdm"),
+            orders,
+            Marts.expected(messages, self._dictionaries.restaurants),
+            self._start_workers,
+            deadline_s=120 + orders / 100,
+        )
+        cpu_after = service_cpu()
+        say(f"caught up in {catch_up.seconds:.2f} s, exact: {catch_up.exact}")
+        self.results["workers"] = {
+            layer: self._worker_report(layer, catch_up.seconds) for layer in LAYERS
+        }
+        self.results["catch_up"] = {
+            **attrs.asdict(catch_up),
+            "produce_s": round(produce_s, 3),
+            "dead_letters": sum(
+                topic_message_count(kafka, f"{self.ours.topic(layer)}-dlq") for layer in LAYERS
+            ),
+            "services_cpu_s": {
+                name: round(cpu_after[name] - cpu_before.get(name, 0.0), 2)
+                for name in sorted(cpu_after)
+            },
+        }
+
+    def _floor(self) -> None:
+        say("the PostgreSQL floor")
+        result = floor.measure(self.services.postgres, self.options.orders)
+        say(f"floor: {result.vault_and_marts.seconds:.2f} s for the vault and marts")
+        self.results["floor"] = attrs.asdict(result)
+
+    def _freshness(self, conn: Connection, messages: list[bytes]) -> None:
+        """Each rate in turn; then every counter of the run, probes included, against the
+        oracle, and whether anyone else wrote into the tables meanwhile."""
+        self.results["freshness"] = [
+            attrs.asdict(
+                freshness.measure(
+                    self.services.kafka,
+                    conn,
+                    self.ours.source,
+                    self._probes,
+                    rate,
+                    self.options.freshness_s,
+                )
+            )
+            for rate in self.options.rates
+        ]
+        everything = messages + self._probes.messages
+        expected = Marts.expected(everything, self._dictionaries.restaurants)
+        differing = Marts.read(conn, "cdm", self._users).differences(expected)
+        self.results["final_marts_exact"] = differing == 0
+        self.results["other_writers"] = other_writers(
+            conn, self._users, Marts.order_ids(everything)
+        )
+
+    def _stop_workers(self) -> None:
+        """Read their CPU and peak memory while they live, then stop them."""
+        for layer in LAYERS:
+            usage = self.processes[layer].usage()
+            self.results["workers"][layer].update(
+                cpu_s=round(usage.cpu_s, 2), peak_rss_mib=round(usage.peak_rss_mib, 1)
+            )
+        exit_codes = stop_all({layer: self.processes.pop(layer) for layer in LAYERS})
+        for layer, code in exit_codes.items():
+            self.results["workers"][layer]["exit_code"] = code
+
+    def _baseline(self, conn: Connection) -> None:
+        orders = self.options.baseline_orders
+        baseline.prepare(self.services.postgres)
+        messages = _feed(self._dictionaries, self.options.seed, orders)
+        say(f"the naive baseline: {len(messages):,} messages of {orders:,} orders")
+        produce_backlog(self.services.kafka, self.naive.source, messages)
+        catch_up = measure(
+            "baseline",
+            self.services.kafka,
+            conn,
+            self._pipeline(self.naive, baseline.SCHEMAS["cdm"]),
+            orders,
+            Marts.expected(messages, self._dictionaries.restaurants),
+            self._start_baseline,
+            deadline_s=120 + orders * 2,
+        )
+        names = {layer: f"baseline-{layer}" for layer in LAYERS}
+        usage = {layer: self.processes[name].usage() for layer, name in names.items()}
+        exit_codes = stop_all({layer: self.processes.pop(name) for layer, name in names.items()})
+        self.results["baseline"] = {
+            "catch_up": attrs.asdict(catch_up),
+            "processes": {
+                layer: {
+                    "cpu_s": round(usage[layer].cpu_s, 2),
+                    "peak_rss_mib": round(usage[layer].peak_rss_mib, 1),
+                    "exit_code": exit_codes[layer],
+                }
+                for layer in LAYERS
+            },
+        }
+
+    def _parameters(self) -> dict[str, Any]:
+        options = self.options
+        return {
+            "orders": options.orders,
+            "baseline_orders": options.baseline_orders,
+            "rates": list(options.rates),
+            "freshness_seconds": options.freshness_s,
+            "seed": options.seed,
+            "dictionary_seed": options.dictionary_seed,
+            "partitions": options.partitions,
+            "worker_env": dict(options.worker_env),
+        }
+
+    # --- processes ----------------------------------------------------------------------
+
+    def _env(self, topology: Topology, layer: str, **extra: str) -> dict[str, str]:
+        """The layer's environment: the settings of this run's environment, the run's
+        topics and group, and ``extra``; otherwise the product's defaults."""
+        env = {
+            **os.environ,
+            "KAFKA_SOURCE_TOPIC": topology.topic(layer),
+            "KAFKA_CONSUMER_GROUP": topology.group(layer),
+            "DWH_LOG_FORMAT": "json",
+            **extra,
+        }
+        destination = topology.destination(layer)
+        if destination:
+            env["KAFKA_DESTINATION_TOPIC"] = destination
+        return env
+
+    def _start_workers(self) -> dict[str, Process]:
+        for layer in LAYERS:
+            port = free_port()
+            env = self._env(self.ours, layer, DWH_HTTP_PORT=str(port), **self.options.worker_env)
+            module = f"dwh_workers.{layer}"
+            self.processes[layer] = start(layer, module, [], env, self.log_dir, port)
+        return {layer: self.processes[layer] for layer in LAYERS}
+
+    def _start_baseline(self) -> dict[str, Process]:
+        started = {}
+        for layer in LAYERS:
+            name = f"baseline-{layer}"
+            env = self._env(self.naive, layer)
+            process = start(name, "bench.baseline", [layer], env, self.log_dir)
+            started[name] = self.processes[name] = process
+        return started
+
+    def _pipeline(self, topology: Topology, marts_schema: str) -> Pipeline:
+        return Pipeline(
+            topics={layer: topology.topic(layer) for layer in LAYERS},
+            groups={layer: topology.group(layer) for layer in LAYERS},
+            marts_schema=marts_schema,
+            users=self._users,
+        )
+
+    def _worker_report(self, layer: str, catch_up_s: float) -> dict[str, Any]:
+        """The worker's settings, and its CPU, memory and metrics after the catch-up."""
+        process = self.processes[layer]
+        usage, metrics = process.usage(), process.metrics()
+        settings = config.load(layer, self._env(self.ours, layer, **self.options.worker_env))
+        messages = metrics.get("dwh_messages_in_total", 0.0)
+        batches = metrics.get("dwh_batches_total", 0.0)
+        handle_s = metrics.get("dwh_batch_duration_seconds_sum", 0.0)
+        return {
+            "batch_size": settings.worker.batch_size,
+            "batch_wait_ms": round(settings.worker.batch_wait_s * 1000),
+            "catch_up_cpu_s": round(usage.cpu_s, 2),
+            "catch_up_cores": round(usage.cpu_s / catch_up_s, 2),
+            "catch_up_rss_mib": round(usage.rss_mib, 1),
+            "catch_up_messages": int(messages),
+            "catch_up_batches": int(batches),
+            "catch_up_mean_batch": round(messages / batches, 1) if batches else 0.0,
+            "catch_up_handle_s": round(handle_s, 2),
+            "catch_up_messages_per_handle_s": round(messages / handle_s, 1) if handle_s else 0.0,
+        }
+
+    def _clean_up(self) -> None:
+        stop_all(self.processes)
+        topics = [*self.ours.all_topics(), *self.naive.all_topics()]
+        for action, step in (
+            ("deleting the topics", lambda: delete_topics(self.services.kafka, topics)),
+            ("dropping the baseline's schemas", lambda: baseline.drop(self.services.postgres)),
+            ("deleting the probe users", self._delete_probe_users),
+        ):
+            try:
+                step()
+            except Exception as exc:  # clean up as much as possible
+                say(f"clean-up: {action} failed: {exc}")
+        self._redis.close()
+
+    def _delete_probe_users(self) -> None:
+        if self._probe_keys:
+            self._redis.delete(*self._probe_keys)
+
+
+def _feed(dictionaries: Dictionaries, seed: int, orders: int) -> list[bytes]:
+    return list(OrderGenerator(dictionaries, seed=seed).messages(orders))
+
+
+def _headline(results: dict[str, Any]) -> dict[str, Any]:
+    ours = results["catch_up"]["orders_per_s"]
+    base = results["baseline"]["catch_up"]["orders_per_s"]
+    vault_and_marts = results["floor"]["vault_and_marts"]["orders_per_s"]
+    everything = results["floor"]["all_written"]["orders_per_s"]
+    return {
+        "ours_orders_per_s": ours,
+        "baseline_orders_per_s": base,
+        "ours_over_baseline": round(ours / base, 1),
+        "floor_orders_per_s": vault_and_marts,
+        "ours_over_floor": round(ours / vault_and_marts, 3),
+        "floor_all_written_orders_per_s": everything,
+        "ours_over_floor_all_written": round(ours / everything, 3),
+    }
