@@ -11,13 +11,13 @@ with detailed validation that runs only on failure, to name every bad path.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import attrs
+import orjson
 from cattrs import Converter, transform_error
 from cattrs.cols import is_sequence, list_structure_factory
 from cattrs.gen import make_dict_structure_fn, override
@@ -147,8 +147,8 @@ def structure(data: Any, cls: type[T]) -> T:
 def decode_json(data: bytes) -> Any:
     """Decode UTF-8 JSON bytes; raise :class:`InvalidMessage` when they are not JSON."""
     try:
-        return json.loads(data)
-    except (UnicodeDecodeError, ValueError) as exc:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
         raise InvalidMessage(f"not JSON: {exc}") from None
 
 
@@ -201,7 +201,7 @@ def unstructure(value: object) -> Any:
 
 def encode_json(data: Any) -> bytes:
     """Compact UTF-8 JSON, non-ASCII kept as is."""
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return orjson.dumps(data)
 
 
 def encode(value: object) -> bytes:

@@ -107,7 +107,7 @@ def test_an_object_of_another_type_is_not_an_order() -> None:
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
-        (b"not json", "not JSON: Expecting value: line 1 column 1 (char 0)"),
+        (b"not json", "not JSON: invalid literal: line 1 column 1 (char 0)"),
         (b"\xff\xfe{", "not JSON"),
         (b"[1, 2]", "$: expected object, got array"),
         (b'"order"', "$: expected object, got string"),
