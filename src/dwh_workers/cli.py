@@ -1,8 +1,10 @@
 """``dwh``: the operator's command. ``dwh --help`` lists the tasks.
 
-Errors are one line on stderr and exit status 1; ``--debug`` shows the traceback.
+Errors are one line on stderr naming what failed (which service, where) and exit
+status 1; ``--debug`` (anywhere on the line) shows the traceback and the client logs.
 Connection settings come from the environment, as for the workers
-(docs/configuration.md).
+(docs/configuration.md). A command that needs Kafka first checks that the broker
+answers, and says so within :data:`KAFKA_TIMEOUT_S` seconds if it does not.
 """
 
 from __future__ import annotations
@@ -11,10 +13,29 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import TypeAlias
 
+from dwh_adapters.kafka import KafkaSettings
 from dwh_workers import config
 
 Command = Callable[[argparse.Namespace], int]
+KAFKA_TIMEOUT_S = 8.0
+
+
+def _kafka() -> KafkaSettings:
+    """The Kafka settings, once the cluster has answered."""
+    from dwh_adapters.kafka import wait_for_broker
+    from dwh_workers.operations import OperatorError
+
+    kafka = config.services().kafka
+    try:
+        wait_for_broker(kafka, timeout=KAFKA_TIMEOUT_S)
+    except TimeoutError as exc:
+        raise OperatorError(
+            f"Kafka at {kafka.describe()} did not answer within {KAFKA_TIMEOUT_S:g}s "
+            f"({_kafka_text(exc.__cause__ or exc)}); is it up? (scripts/stack status)"
+        ) from exc
+    return kafka
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -52,37 +73,68 @@ def _dictionaries_load(args: argparse.Namespace) -> int:
 
 
 def _orders_generate(args: argparse.Namespace) -> int:
-    from dwh_workers.feed import generate
+    from dwh_workers.feed import Feed, generate
 
-    sent = generate(
-        config.services().kafka,
-        topic=args.topic,
+    feed = Feed(
         orders=args.count,
-        rate=args.rate,
         seed=args.seed,
         dictionary_seed=args.dictionary_seed,
         cancelled_share=args.cancelled_share,
         update_share=args.update_share,
         duplicate_share=args.duplicate_share,
+        rate=args.rate,
+        duration_s=args.duration,
+        after=args.after,
     )
-    print(f"produced {sent:,} messages to {args.topic}")
+    sent = generate(_kafka(), args.topic, feed)
+    if feed.live_messages() is None:
+        what = f"{args.count:,} orders"
+    else:
+        what = f"a live feed of {args.duration:g}s at {args.rate:g}/s"
+    after = f", after the first {args.after:,} orders" if args.after else ""
+    print(f"produced {sent:,} messages to {args.topic} ({what} of seed {args.seed}{after})")
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
     from dwh_workers.operations import status_report
 
-    print(status_report(config.services()))
+    _kafka()
+    ports = None if args.ports is None else dict(zip(config.LAYERS, args.ports, strict=False))
+    print(status_report(config.services(), ports))
     return 0
 
 
 def _marts(args: argparse.Namespace) -> int:
-    from dwh_workers.operations import marts_report
+    from dwh_workers.operations import marts_report, read_totals, totals_report
 
+    postgres = config.services().postgres
+    if args.totals:
+        totals = read_totals(postgres)
+        print(totals.to_json() if args.json else totals_report(totals))
+    else:
+        print(marts_report(postgres, user=args.user, category=args.category, top=args.top))
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from dwh_workers.operations import read_baseline, summary_report
+
+    baseline = read_baseline(args.baseline) if args.baseline else None
+    _kafka()
+    print(summary_report(config.services(), baseline, users=args.users, top=args.top))
+    return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from dwh_workers.operations import watch
+
+    _kafka()
+    timeout = args.timeout if args.timeout > 0 else None
+    seconds = watch(config.services(), until_caught_up=args.until_caught_up, timeout_s=timeout)
     print(
-        marts_report(
-            config.services().postgres, user=args.user, category=args.category, top=args.top
-        )
+        f"caught up after {seconds:.1f}s of watching: every layer has committed all of its "
+        "topic and the marts stopped changing"
     )
     return 0
 
@@ -90,9 +142,7 @@ def _marts(args: argparse.Namespace) -> int:
 def _dead_letters_list(args: argparse.Namespace) -> int:
     from dwh_adapters.kafka import read_dead_letters
 
-    letters = read_dead_letters(
-        config.services().kafka, args.topic, limit=args.limit, pending=not args.all
-    )
+    letters = read_dead_letters(_kafka(), args.topic, limit=args.limit, pending=not args.all)
     for letter in letters:
         headers = letter.headers
         source = ":".join(
@@ -109,11 +159,29 @@ def _dead_letters_list(args: argparse.Namespace) -> int:
 def _dead_letters_redrive(args: argparse.Namespace) -> int:
     from dwh_adapters.kafka import redrive
 
-    result = redrive(config.services().kafka, args.topic, reason_contains=args.reason)
+    result = redrive(_kafka(), args.topic, reason_contains=args.reason)
     print(
         f"re-drove {result.sent} dead letter(s) from {args.topic}; "
         f"{result.skipped} left (reason did not match)"
     )
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from dwh_workers.operations import OperatorError, replay
+
+    layers = list(config.LAYERS.values()) if args.layer == "all" else [config.LAYERS[args.layer]]
+    if (args.group or args.topic) and len(layers) > 1:
+        raise OperatorError("--group and --topic name one layer's group: use --layer stg|dds|cdm")
+    targets = [
+        (args.group or layer.consumer_group, args.topic or layer.source_topic) for layer in layers
+    ]
+    for reset in replay(_kafka(), targets):
+        print(
+            f"{reset.group}: back to the beginning of {reset.topic} "
+            f"({reset.partitions} partition(s), {reset.messages:,} messages to read again)"
+        )
+    print("start the workers to replay (scripts/pipeline start); the marts end the same")
     return 0
 
 
@@ -130,58 +198,132 @@ def _topics_create(args: argparse.Namespace) -> int:
     topics = [layer.source_topic for layer in config.LAYERS.values()] + [
         f"{layer.source_topic}-dlq" for layer in config.LAYERS.values()
     ]
-    ensure_topics(config.services().kafka, topics, partitions=args.partitions)
-    print(f"topics ready ({args.partitions} partitions): {', '.join(topics)}")
+    created = ensure_topics(_kafka(), topics, partitions=args.partitions)
+    print(
+        f"topics ready ({len(created)} created with {args.partitions} partitions, "
+        f"the others existed): {', '.join(topics)}"
+    )
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dwh", description="Operate the food-delivery warehouse (STG -> DDS -> CDM)."
-    )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _ports(text: str) -> list[int]:
+    try:
+        return [int(port) for port in text.split(",") if port.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of ports: {text!r}") from None
+
+
+_SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+class _Commands:
+    """Builds the subcommands; every one accepts ``--debug`` and knows its full name."""
+
+    def __init__(self) -> None:
+        self.common = argparse.ArgumentParser(add_help=False)
+        self.common.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show tracebacks and client logs on errors",
+        )
+        self.parser = argparse.ArgumentParser(
+            prog="dwh",
+            description="Operate the food-delivery warehouse (STG -> DDS -> CDM).",
+            parents=[self.common],
+        )
+        self._top = self.parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(
+        self,
         name: str,
         handler: Command,
         help_text: str,
-        group: argparse._SubParsersAction[argparse.ArgumentParser] | None = None,
+        group: _SubParsers | None = None,
+        full_name: str | None = None,
     ) -> argparse.ArgumentParser:
-        sub = (group or commands).add_parser(name, help=help_text, description=help_text)
-        sub.set_defaults(handler=handler)
+        sub = (group or self._top).add_parser(
+            name, help=help_text, description=help_text, parents=[self.common]
+        )
+        sub.set_defaults(handler=handler, name=full_name or name)
         return sub
 
-    command("migrate", _migrate, "apply the warehouse schema migrations (idempotent)")
+    def group(self, name: str, help_text: str) -> _SubParsers:
+        sub = self._top.add_parser(name, help=help_text, parents=[self.common])
+        return sub.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    dictionaries = commands.add_parser("dictionaries", help="the Redis dictionaries")
-    dictionaries_group = dictionaries.add_subparsers(dest="action", required=True, metavar="ACTION")
-    load = command(
+
+def _parser() -> argparse.ArgumentParser:
+    commands = _Commands()
+    commands.command("migrate", _migrate, "apply the warehouse schema migrations (idempotent)")
+    _add_sources(commands)
+    _add_views(commands)
+    _add_repairs(commands)
+    demo = commands.command("demo", _demo, "the whole pipeline in one process, no services")
+    demo.add_argument(
+        "--in-memory",
+        action="store_true",
+        required=True,
+        help="use the in-memory adapters (the only mode of this command)",
+    )
+    demo.add_argument("-n", "--count", type=int, default=5000)
+    demo.add_argument("--seed", type=int, default=1)
+    create = commands.command(
+        "create",
+        _topics_create,
+        "create the pipeline's topics if missing",
+        commands.group("topics", "Kafka topics of the pipeline"),
+        "topics create",
+    )
+    create.add_argument("--partitions", type=int, default=3)
+    return commands.parser
+
+
+def _add_sources(commands: _Commands) -> None:
+    """The data sources: dictionaries into Redis, orders into Kafka."""
+    load = commands.command(
         "load",
         _dictionaries_load,
         "fill Redis with users and restaurants (CONTRACT.md §1.2)",
-        dictionaries_group,
+        commands.group("dictionaries", "the Redis dictionaries"),
+        "dictionaries load",
     )
     load.add_argument("--file", help='JSON file {"users": [...], "restaurants": [...]}')
     load.add_argument("--seed", type=int, default=7, help="seed of the built-in sample")
     load.add_argument("--users", type=int, default=400)
     load.add_argument("--restaurants", type=int, default=30)
 
-    orders = commands.add_parser("orders", help="the order feed simulator")
-    orders_group = orders.add_subparsers(dest="action", required=True, metavar="ACTION")
-    generate = command(
+    generate = commands.command(
         "generate",
         _orders_generate,
-        "produce orders in the feed's format (CONTRACT.md §1.1)",
-        orders_group,
+        "produce orders in the feed's format (CONTRACT.md §1.1): a backlog of N orders at "
+        "full speed, N orders at a steady rate, or a live feed for a while",
+        commands.group("orders", "the order feed simulator"),
+        "orders generate",
     )
     generate.add_argument("-n", "--count", type=int, default=1000, help="orders to produce")
     generate.add_argument(
         "--rate",
         type=float,
         default=None,
-        help="orders per second (default: a backlog at full speed); "
+        help="messages per second (default: a backlog at full speed); "
         "the original feed is 5/min = 0.0833",
+    )
+    generate.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="with --rate: a live feed of rate x SECONDS messages (new orders, their later "
+        "versions and replays, interleaved) instead of -n orders",
+    )
+    generate.add_argument(
+        "--after",
+        type=int,
+        default=0,
+        metavar="N",
+        help="skip the first N orders of the seeded feed (a backlog produced before), so "
+        "that new order ids and later timestamps follow",
     )
     generate.add_argument("--topic", default="order-service_orders")
     generate.add_argument("--seed", type=int, default=1)
@@ -195,16 +337,73 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--update-share", type=float, default=0.2)
     generate.add_argument("--duplicate-share", type=float, default=0.05)
 
-    command("status", _status, "per layer: lag, processed, dead letters, rows, workers")
 
-    marts = command("marts", _marts, "the marts, readable: one user's, or top users of a category")
+def _add_views(commands: _Commands) -> None:
+    """What the operator looks at: status, marts, summary, watch."""
+    status = commands.command(
+        "status", _status, "per layer: workers, lag, messages, dead letters; rows per table"
+    )
+    status.add_argument(
+        "--ports",
+        type=_ports,
+        default=None,
+        metavar="STG,DDS,CDM",
+        help="HTTP ports of local workers to ask /readyz (default: those of scripts/pipeline, "
+        "8101,8102,8103; '' asks none)",
+    )
+
+    marts = commands.command(
+        "marts",
+        _marts,
+        "the marts, readable: one user's, the top users of a category, the largest "
+        "counters, or the totals",
+    )
     marts.add_argument("--user", help="a user id (24 hex chars) or login")
     marts.add_argument("--category", help="a category name, e.g. Пицца")
     marts.add_argument("--top", type=int, default=10)
+    marts.add_argument("--totals", action="store_true", help="orders and counters in total")
+    marts.add_argument("--json", action="store_true", help="with --totals: one JSON object")
 
-    dead = commands.add_parser("dead-letters", help="rejected messages")
-    dead_group = dead.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = command("list", _dead_letters_list, "show dead letters and their reasons", dead_group)
+    summary = commands.command(
+        "summary",
+        _summary,
+        "orders, marts, dead letters and the busiest users' marts (the quickstart's summary)",
+    )
+    summary.add_argument(
+        "--baseline",
+        metavar="FILE",
+        help="totals saved before (dwh marts --totals --json > FILE) to compare with",
+    )
+    summary.add_argument("--users", type=int, default=3, help="busiest users to show")
+    summary.add_argument("--top", type=int, default=5, help="products and categories per user")
+
+    watch = commands.command(
+        "watch", _watch, "show each layer's progress through its topic (Ctrl-C to stop)"
+    )
+    watch.add_argument(
+        "--until-caught-up",
+        action="store_true",
+        help="end once every layer has committed all of its topic and the marts stopped changing",
+    )
+    watch.add_argument(
+        "--timeout",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="give up (exit 1) after this long; 0: never",
+    )
+
+
+def _add_repairs(commands: _Commands) -> None:
+    """Putting things right: dead letters and replays."""
+    dead = commands.group("dead-letters", "rejected messages")
+    listing = commands.command(
+        "list",
+        _dead_letters_list,
+        "show dead letters and their reasons",
+        dead,
+        "dead-letters list",
+    )
     listing.add_argument("--topic", default="order-service_orders-dlq")
     listing.add_argument("--limit", type=int, default=None)
     listing.add_argument(
@@ -212,48 +411,96 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also letters a redrive already handled (default: pending only)",
     )
-    redrive = command(
-        "redrive", _dead_letters_redrive, "send dead letters back to their source topic", dead_group
+    redrive = commands.command(
+        "redrive",
+        _dead_letters_redrive,
+        "send dead letters back to their source topic",
+        dead,
+        "dead-letters redrive",
     )
     redrive.add_argument("--topic", default="order-service_orders-dlq")
     redrive.add_argument("--reason", help="only letters whose reason contains this text")
 
-    demo = command("demo", _demo, "the whole pipeline in one process, no services")
-    demo.add_argument(
-        "--in-memory",
-        action="store_true",
-        required=True,
-        help="use the in-memory adapters (the only mode of this command)",
+    replay = commands.command(
+        "replay",
+        _replay,
+        "move a layer's consumer group back to the beginning of its topic, so that its "
+        "workers read everything again when they start (stop them first)",
     )
-    demo.add_argument("-n", "--count", type=int, default=5000)
-    demo.add_argument("--seed", type=int, default=1)
+    replay.add_argument("--layer", required=True, choices=[*config.LAYERS, "all"])
+    replay.add_argument("--group", help="the layer's consumer group, if not the default")
+    replay.add_argument("--topic", help="the layer's source topic, if not the default")
 
-    topics = commands.add_parser("topics", help="Kafka topics of the pipeline")
-    topics_group = topics.add_subparsers(dest="action", required=True, metavar="ACTION")
-    create = command(
-        "create", _topics_create, "create the pipeline's topics if missing", topics_group
-    )
-    create.add_argument("--partitions", type=int, default=3)
-    return parser
+
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.name == "orders generate" and args.duration is not None and args.rate is None:
+        parser.error("orders generate: --duration needs --rate")
+    if args.name == "marts" and args.json and not args.totals:
+        parser.error("marts: --json goes with --totals")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _check(parser, args)
+    debug = getattr(args, "debug", False)
     logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING,
+        level=logging.DEBUG if debug else logging.CRITICAL,
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
         return int(args.handler(args))
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"dwh {args.name}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        if args.debug:
+        if debug:
             raise
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(
-            f"dwh {args.command}: error: {message} ({type(exc).__name__}; --debug for details)",
-            file=sys.stderr,
-        )
+        print(f"dwh {args.name}: error: {describe_error(exc)}", file=sys.stderr)
         return 1
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line: what failed, and where when a service did."""
+    import psycopg
+    import redis
+    from confluent_kafka import KafkaException
+
+    from dwh_adapters.kafka import DeliveryFailed
+    from dwh_workers.operations import OperatorError
+
+    text = " ".join(str(exc).split())
+    if isinstance(exc, (OperatorError, config.ConfigError)):
+        return text
+    try:
+        services: config.Services | None = config.services()
+    except config.ConfigError:
+        services = None
+    if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.InvalidSchemaName):
+        return f"{_first_line(exc)}: the warehouse schema is missing (run `dwh migrate`)"
+    if isinstance(exc, psycopg.Error):
+        where = f" at {services.postgres.describe()}" if services else ""
+        return f"PostgreSQL{where}: {_first_line(exc).removeprefix('connection failed: ')}"
+    if isinstance(exc, redis.RedisError):
+        where = f" at {services.redis.describe()}" if services else ""
+        return f"Redis{where}: {text}"
+    if isinstance(exc, KafkaException | DeliveryFailed):
+        where = f" at {services.kafka.describe()}" if services else ""
+        return f"Kafka{where}: {_kafka_text(exc)}"
+    if isinstance(exc, OSError | ValueError):
+        return text or type(exc).__name__
+    return f"{text or 'failed'} ({type(exc).__name__}; --debug shows the traceback)"
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _kafka_text(exc: BaseException) -> str:
+    """The readable part of a confluent-kafka error (not its ``KafkaError{...}`` repr)."""
+    from confluent_kafka import KafkaError
+
+    error = exc.args[0] if exc.args else None
+    if isinstance(error, KafkaError):
+        return str(error.str())
+    return " ".join(str(exc).split())
