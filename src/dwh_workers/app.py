@@ -5,37 +5,56 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from threading import Event
 from types import FrameType
 
-from tenacity import Retrying, retry_if_exception, wait_exponential
+from tenacity import (
+    RetryCallState,
+    RetryError,
+    Retrying,
+    retry_if_exception,
+    stop_when_event_set,
+    wait_exponential,
+)
 
 from dwh_adapters.postgres.migrations import SchemaOutdated, check_schema
 from dwh_adapters.postgres.settings import connect
 from dwh_workers import config
 from dwh_workers.containers import CONTAINERS
 from dwh_workers.errors import is_transient
-from dwh_workers.observability import configure_logging, serve
+from dwh_workers.observability import Metrics, configure_logging, serve
+from dwh_workers.runner import Worker
 
 log = logging.getLogger("dwh.worker")
 
 
-def _wait_for_schema(settings: config.Settings) -> None:
-    """Wait (with back-off) for PostgreSQL; fail at once if the schema is behind."""
+def _wait_for_schema(settings: config.Settings, metrics: Metrics, stopping: Event) -> None:
+    """Wait (with back-off, until asked to stop) for PostgreSQL; fail at once if the
+    schema is behind. Raises :class:`tenacity.RetryError` when stopped while waiting."""
 
     def check() -> None:
         with connect(settings.postgres) as connection:
             check_schema(connection)
 
-    def warn(state: object) -> None:
-        log.warning("waiting for PostgreSQL", extra={"at": settings.postgres.describe()})
+    def pause(seconds: float) -> None:
+        stopping.wait(seconds)
+
+    def warn(state: RetryCallState) -> None:
+        metrics.tick()
+        error = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "waiting for PostgreSQL",
+            extra={"at": settings.postgres.describe(), "error": str(error)},
+        )
 
     Retrying(
         retry=retry_if_exception(
             lambda exc: is_transient(exc) and not isinstance(exc, SchemaOutdated)
         ),
         wait=wait_exponential(multiplier=0.5, max=15),
+        stop=stop_when_event_set(stopping),
+        sleep=pause,
         before_sleep=warn,
-        reraise=True,
     )(check)
 
 
@@ -47,23 +66,29 @@ def main(layer: str) -> int:
         print(f"dwh-{layer}: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.worker.log_format, settings.worker.log_level)
-    try:
-        _wait_for_schema(settings)
-    except SchemaOutdated as exc:
-        log.error(str(exc))
-        return 3
     container = CONTAINERS[layer](settings=settings)
-    worker = container.worker()
-    metrics = container.infrastructure.metrics()  # type: ignore[attr-defined]
+    metrics: Metrics = container.infrastructure.metrics()  # type: ignore[attr-defined]
     if settings.worker.http_port:
         serve(metrics, settings.worker.http_port)
+    stopping = Event()
+    workers: list[Worker] = []
 
     def on_signal(signum: int, _: FrameType | None) -> None:
         log.info("signal received; finishing the current batch", extra={"signal": signum})
-        worker.stop()
+        stopping.set()
+        for worker in workers:
+            worker.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    try:
+        _wait_for_schema(settings, metrics, stopping)
+    except SchemaOutdated as exc:
+        log.error(str(exc))
+        return 3
+    except RetryError:
+        log.info("stopped while waiting for PostgreSQL")
+        return 0
     log.info(
         "starting",
         extra={
@@ -75,6 +100,10 @@ def main(layer: str) -> int:
             "postgres": settings.postgres.describe(),
         },
     )
+    worker: Worker = container.worker()
+    workers.append(worker)
+    if stopping.is_set():
+        worker.stop()
     try:
         worker.run()
     finally:

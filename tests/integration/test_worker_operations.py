@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -167,3 +168,23 @@ def test_postgresql_and_redis_going_away_and_coming_back_lose_nothing(topology: 
             assert "dwh_batch_duration_seconds_bucket" in stg_metrics
             assert "dwh_consumer_lag" in stg_metrics or "dwh_last_processed" in stg_metrics
             wait_for(lambda: http_get(ports["stg"], "/readyz")[0] == 200, 60, "STG ready again")
+
+
+def test_a_worker_waiting_for_postgresql_is_alive_not_ready_and_stops_cleanly() -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dwh_workers.cdm"],
+        env={**os.environ, "PG_WAREHOUSE_PORT": "1", "DWH_HTTP_PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: http_get(port, "/healthz")[0] == 200, 30, "the worker to answer")
+        assert http_get(port, "/readyz")[0] == 503
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+        _, stderr = process.communicate()
+    assert "waiting for PostgreSQL" in stderr
