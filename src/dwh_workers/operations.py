@@ -3,37 +3,26 @@
 
 from __future__ import annotations
 
-import json
-import re
 import socket
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from attrs import asdict, frozen
-from confluent_kafka import (
-    Consumer,
-    ConsumerGroupTopicPartitions,
-    KafkaException,
-    TopicPartition,
-)
-from confluent_kafka.admin import AdminClient
-from psycopg import sql
+from attrs import frozen
 
 from dwh_adapters.kafka import (
     KafkaSettings,
     consumer_group_lag,
     group_members,
+    reset_group_to_earliest,
     topic_message_count,
 )
-from dwh_adapters.postgres.marts import PostgresMarts
+from dwh_adapters.postgres.marts import PostgresMarts, Totals, UserRef
 from dwh_adapters.postgres.settings import PgSettings
-from dwh_core.hashing import hash_key
 from dwh_workers.config import LAYERS, Layer, Services
 from dwh_workers.progress import Board
 
-REQUEST_TIMEOUT_S = 10.0
 WATCH_INTERVAL_S = 1.0
 # the orders each layer has stored: how far the backlog has come, in orders
 LAYER_ORDERS_TABLE = {
@@ -42,7 +31,6 @@ LAYER_ORDERS_TABLE = {
     "cdm": "cdm.order_contributions",
 }
 PIPELINE_PORTS = {"stg": 8101, "dds": 8102, "cdm": 8103}  # the ports scripts/pipeline gives
-_SOURCE_ID = re.compile(r"[0-9a-fA-F]{24}")
 
 
 class OperatorError(Exception):
@@ -52,100 +40,11 @@ class OperatorError(Exception):
 # --- the warehouse, read -----------------------------------------------------------------
 
 
-@frozen
-class UserRef:
-    """A user as the operator knows them: source id, name, login."""
-
-    user_id: str
-    name: str
-    login: str
-
-    def describe(self) -> str:
-        return f"{self.name} ({self.login}, {self.user_id})"
-
-
-@frozen
-class Totals:
-    """How much the warehouse holds. ``orders``: orders in STG (one row per order);
-    ``counted_orders``: orders whose newest version is CLOSED, as the marts count them;
-    then the mart rows with a count above 0 and the sums of their counts."""
-
-    orders: int
-    counted_orders: int
-    product_counters: int
-    product_count_sum: int
-    category_counters: int
-    category_count_sum: int
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> Totals:
-        return cls(**json.loads(text))
-
-
-_CURRENT_NAMES = (
-    "SELECT DISTINCT ON (s.h_user_pk) u.user_id, s.username, s.userlogin"
-    " FROM dds.s_user_names s JOIN dds.h_user u ON u.h_user_pk = s.h_user_pk"
-    " WHERE s.h_user_pk = ANY(%s)"
-    " ORDER BY s.h_user_pk, s.source_ts DESC"
-)
-_FIND_USERS = sql.SQL(
-    "SELECT user_id, username, userlogin FROM (" + _CURRENT_NAMES + ") AS current"
-    " WHERE user_id = %s OR userlogin = %s ORDER BY user_id"
-)
-_USERS_BY_LOGIN = "SELECT h_user_pk FROM dds.s_user_names WHERE userlogin = %s"
-_BUSIEST = (
-    "SELECT user_key FROM cdm.order_contributions WHERE cardinality(products) > 0"
-    " GROUP BY user_key ORDER BY count(*) DESC, user_key LIMIT %s"
-)
-_TOTALS = sql.SQL(
-    "SELECT (SELECT count(*) FROM stg.order_events),"
-    " (SELECT count(*) FROM cdm.order_contributions WHERE cardinality(products) > 0),"
-    " p.rows, p.total, c.rows, c.total"
-    " FROM (SELECT count(*) AS rows, coalesce(sum(order_cnt), 0) AS total"
-    "       FROM cdm.user_product_counters WHERE order_cnt > 0) p,"
-    "      (SELECT count(*) AS rows, coalesce(sum(order_cnt), 0) AS total"
-    "       FROM cdm.user_category_counters WHERE order_cnt > 0) c"
-)
-
-
-class WarehouseReader(PostgresMarts):
-    """The marts plus what the operator needs around them: users by login, the busiest
-    users, the totals."""
-
-    def find_users(self, id_or_login: str) -> list[UserRef]:
-        """The users whose source id or current login is ``id_or_login``."""
-        with self._transaction() as conn:
-            keys = [row[0] for row in conn.execute(_USERS_BY_LOGIN, (id_or_login,))]
-            if _SOURCE_ID.fullmatch(id_or_login):
-                keys.append(hash_key(id_or_login))
-            rows = conn.execute(_FIND_USERS, (keys, id_or_login, id_or_login)).fetchall()
-        return [UserRef(*row) for row in rows]
-
-    def busiest_users(self, limit: int) -> list[UserRef]:
-        """The users with the most counted orders, most first."""
-        with self._transaction() as conn:
-            keys = [row[0] for row in conn.execute(_BUSIEST, (limit,))]
-            names = {
-                hash_key(user_id): UserRef(user_id, name, login)
-                for user_id, name, login in conn.execute(_CURRENT_NAMES, (keys,))
-            }
-        return [names[key] for key in keys if key in names]
-
-    def totals(self) -> Totals:
-        with self._transaction() as conn:
-            row = conn.execute(_TOTALS).fetchone()
-        assert row is not None
-        return Totals(*row)
-
-
 def marts_report(postgres: PgSettings, user: str | None, category: str | None, top: int) -> str:
     """One user's products and categories (by source id or login), or the top users of
     a category, or the largest (user, category) counters when neither is given. Names,
     not hash keys."""
-    with WarehouseReader(postgres) as warehouse:
+    with PostgresMarts(postgres) as warehouse:
         if user:
             found = warehouse.find_users(user)
             if not found:
@@ -172,7 +71,7 @@ def marts_report(postgres: PgSettings, user: str | None, category: str | None, t
         )
 
 
-def _user_report(warehouse: WarehouseReader, user: UserRef, top: int) -> str:
+def _user_report(warehouse: PostgresMarts, user: UserRef, top: int) -> str:
     products = warehouse.user_products(user.user_id)
     categories = warehouse.user_categories(user.user_id)
     if not products and not categories:
@@ -199,7 +98,7 @@ def totals_report(totals: Totals) -> str:
 
 
 def read_totals(postgres: PgSettings) -> Totals:
-    with WarehouseReader(postgres) as warehouse:
+    with PostgresMarts(postgres) as warehouse:
         return warehouse.totals()
 
 
@@ -299,7 +198,7 @@ def watch(
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     previous: tuple[object, ...] | None = None
     try:
-        with WarehouseReader(services.postgres) as warehouse:
+        with PostgresMarts(services.postgres) as warehouse:
             while True:
                 states = layer_states(services.kafka)
                 counts = warehouse.row_counts()
@@ -343,7 +242,7 @@ def summary_report(services: Services, baseline: Totals | None, users: int, top:
     """The quickstart's closing words: orders, marts, dead letters, and the marts of the
     busiest users exactly as ``dwh marts --user <login> --top <top>`` shows them."""
     states = layer_states(services.kafka)
-    with WarehouseReader(services.postgres) as warehouse:
+    with PostgresMarts(services.postgres) as warehouse:
         totals = warehouse.totals()
         busiest = warehouse.busiest_users(users)
         reports = [_user_report(warehouse, user, top) for user in busiest]
@@ -404,36 +303,7 @@ def replay(kafka: KafkaSettings, targets: Sequence[tuple[str, str]]) -> list[Res
         raise OperatorError(
             f"workers are running in {groups}: stop them first (scripts/pipeline stop)"
         )
-    admin = AdminClient(kafka.client_config())
-    return [_reset(kafka, admin, group, topic) for group, topic in targets]
-
-
-def _reset(kafka: KafkaSettings, admin: AdminClient, group: str, topic: str) -> Reset:
-    marks = _watermarks(kafka, topic)
-    if not marks:
-        return Reset(group, topic, 0, 0)
-    request = ConsumerGroupTopicPartitions(
-        group, [TopicPartition(topic, p, low) for p, (low, _) in sorted(marks.items())]
-    )
-    [future] = admin.alter_consumer_group_offsets(
-        [request], request_timeout=REQUEST_TIMEOUT_S
-    ).values()
-    for tp in future.result().topic_partitions:
-        if tp.error is not None:
-            raise KafkaException(tp.error)
-    return Reset(group, topic, len(marks), sum(high - low for low, high in marks.values()))
-
-
-def _watermarks(kafka: KafkaSettings, topic: str) -> dict[int, tuple[int, int]]:
-    """(low, high) of each partition of the topic; empty if it does not exist."""
-    consumer = Consumer({**kafka.client_config(), "group.id": "dwh-admin"})
-    try:
-        found = consumer.list_topics(topic, timeout=REQUEST_TIMEOUT_S).topics.get(topic)
-        if found is None or found.error is not None:
-            return {}
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=REQUEST_TIMEOUT_S)
-            for p in sorted(found.partitions)
-        }
-    finally:
-        consumer.close()
+    return [
+        Reset(group, topic, *reset_group_to_earliest(kafka, group, topic))
+        for group, topic in targets
+    ]

@@ -10,9 +10,10 @@ import psycopg
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
+from dwh_adapters.postgres.marts import Totals
 from dwh_workers import cli
 from dwh_workers.feed import Feed
-from dwh_workers.operations import OperatorError, Totals
+from dwh_workers.operations import OperatorError
 from dwh_workers.progress import Board, Progress
 
 

@@ -7,6 +7,7 @@ from dwh_adapters.kafka.admin import (
     delete_topics,
     ensure_topics,
     group_members,
+    reset_group_to_earliest,
     topic_message_count,
     wait_for_broker,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "group_members",
     "read_dead_letters",
     "redrive",
+    "reset_group_to_earliest",
     "topic_message_count",
     "wait_for_broker",
 ]

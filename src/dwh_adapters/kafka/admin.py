@@ -7,7 +7,13 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 
-from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]  # not re-exported in the stubs
 
 from dwh_adapters.kafka._clients import (
@@ -76,11 +82,37 @@ def group_members(settings: KafkaSettings, group: str) -> int:
         raise
 
 
+def reset_group_to_earliest(settings: KafkaSettings, group: str, topic: str) -> tuple[int, int]:
+    """Commit, for the group, the earliest offset of every partition of the topic, so
+    that its consumers read the whole topic again; (partitions, messages) moved back
+    over, (0, 0) if the topic does not exist. Members of the group would overwrite this
+    with their next commit: the caller makes sure it has none."""
+    marks = _topic_watermarks(settings, topic)
+    if not marks:
+        return 0, 0
+    request = ConsumerGroupTopicPartitions(
+        group, [TopicPartition(topic, p, low) for p, (low, _) in sorted(marks.items())]
+    )
+    admin = new_admin(settings)
+    [future] = admin.alter_consumer_group_offsets(
+        [request], request_timeout=REQUEST_TIMEOUT_S
+    ).values()
+    for tp in future.result().topic_partitions:
+        if tp.error is not None:
+            raise KafkaException(tp.error)
+    return len(marks), sum(high - low for low, high in marks.values())
+
+
 def topic_message_count(settings: KafkaSettings, topic: str) -> int:
     """The messages the topic holds now (0 if it does not exist)."""
-    with _consumer(settings, _LOOKUP_GROUP) as consumer:
-        marks = watermarks(consumer, topic, partitions_of(consumer, topic))
+    marks = _topic_watermarks(settings, topic)
     return sum(high - low for low, high in marks.values())
+
+
+def _topic_watermarks(settings: KafkaSettings, topic: str) -> dict[int, tuple[int, int]]:
+    """(low, high) of each partition of the topic; empty if it does not exist."""
+    with _consumer(settings, _LOOKUP_GROUP) as consumer:
+        return watermarks(consumer, topic, partitions_of(consumer, topic))
 
 
 def wait_for_broker(settings: KafkaSettings, timeout: float) -> None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 
+from attrs import asdict, frozen
 from psycopg import sql
 
 from dwh_adapters.postgres.connection import ConnectionOwner
 from dwh_adapters.postgres.tables import SATELLITE_TABLES, WAREHOUSE_TABLES, identifier
 from dwh_core.hashing import hash_key
+
+_SOURCE_ID = re.compile(r"[0-9a-fA-F]{24}")
 
 _COUNTERS = {
     "products": ("user_product_counters", "product_id", "product_name"),
@@ -59,9 +64,69 @@ def _count_rows(tables: tuple[str, ...]) -> sql.Composed:
     )
 
 
+_CURRENT_NAMES = (
+    "SELECT DISTINCT ON (s.h_user_pk) u.user_id, s.username, s.userlogin"
+    " FROM dds.s_user_names s JOIN dds.h_user u ON u.h_user_pk = s.h_user_pk"
+    " WHERE s.h_user_pk = ANY(%s)"
+    " ORDER BY s.h_user_pk, s.source_ts DESC"
+)
+_FIND_USERS = sql.SQL(
+    "SELECT user_id, username, userlogin FROM (" + _CURRENT_NAMES + ") AS current"
+    " WHERE user_id = %s OR userlogin = %s ORDER BY user_id"
+)
+_USERS_BY_LOGIN = "SELECT h_user_pk FROM dds.s_user_names WHERE userlogin = %s"
+_BUSIEST = (
+    "SELECT user_key FROM cdm.order_contributions WHERE cardinality(products) > 0"
+    " GROUP BY user_key ORDER BY count(*) DESC, user_key LIMIT %s"
+)
+_TOTALS = sql.SQL(
+    "SELECT (SELECT count(*) FROM stg.order_events),"
+    " (SELECT count(*) FROM cdm.order_contributions WHERE cardinality(products) > 0),"
+    " p.rows, p.total, c.rows, c.total"
+    " FROM (SELECT count(*) AS rows, coalesce(sum(order_cnt), 0) AS total"
+    "       FROM cdm.user_product_counters WHERE order_cnt > 0) p,"
+    "      (SELECT count(*) AS rows, coalesce(sum(order_cnt), 0) AS total"
+    "       FROM cdm.user_category_counters WHERE order_cnt > 0) c"
+)
+
+
+@frozen
+class UserRef:
+    """A user as the operator knows them: source id, name, login."""
+
+    user_id: str
+    name: str
+    login: str
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.login}, {self.user_id})"
+
+
+@frozen
+class Totals:
+    """How much the warehouse holds. ``orders``: orders in STG (one row per order);
+    ``counted_orders``: orders whose newest version is CLOSED, as the marts count them;
+    then the mart rows with a count above 0 and the sums of their counts."""
+
+    orders: int
+    counted_orders: int
+    product_counters: int
+    product_count_sum: int
+    category_counters: int
+    category_count_sum: int
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Totals:
+        return cls(**json.loads(text))
+
+
 class PostgresMarts(ConnectionOwner):
-    """What the marts say, read in one transaction per call. Users and categories are
-    named by their source ids and names; they are hashed here as everywhere else."""
+    """What the marts say, and what the operator needs around them (users by login, the
+    busiest users, the totals), read in one transaction per call. Users and categories
+    are named by their source ids and names; they are hashed here as everywhere else."""
 
     def product_counts(self) -> dict[tuple[uuid.UUID, uuid.UUID], int]:
         """(user key, product key) -> order count, rows with 0 left out (the shape of
@@ -93,6 +158,31 @@ class PostgresMarts(ConnectionOwner):
         with self._transaction() as conn:
             rows = conn.execute(_TOP_PAIRS, (limit,)).fetchall()
         return [(name, login, category, count) for name, login, category, count in rows]
+
+    def find_users(self, id_or_login: str) -> list[UserRef]:
+        """The users whose source id or current login is ``id_or_login``."""
+        with self._transaction() as conn:
+            keys = [row[0] for row in conn.execute(_USERS_BY_LOGIN, (id_or_login,))]
+            if _SOURCE_ID.fullmatch(id_or_login):
+                keys.append(hash_key(id_or_login))
+            rows = conn.execute(_FIND_USERS, (keys, id_or_login, id_or_login)).fetchall()
+        return [UserRef(*row) for row in rows]
+
+    def busiest_users(self, limit: int) -> list[UserRef]:
+        """The users with the most counted orders, most first."""
+        with self._transaction() as conn:
+            keys = [row[0] for row in conn.execute(_BUSIEST, (limit,))]
+            names = {
+                hash_key(user_id): UserRef(user_id, name, login)
+                for user_id, name, login in conn.execute(_CURRENT_NAMES, (keys,))
+            }
+        return [names[key] for key in keys if key in names]
+
+    def totals(self) -> Totals:
+        with self._transaction() as conn:
+            row = conn.execute(_TOTALS).fetchone()
+        assert row is not None
+        return Totals(*row)
 
     def row_counts(self) -> dict[str, int]:
         """Rows per warehouse table (``schema.table``)."""
