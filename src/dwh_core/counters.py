@@ -118,9 +118,11 @@ def plan_update(
     def deltas(counter: Counter[tuple[uuid.UUID, uuid.UUID]]) -> list[CounterDelta]:
         return [
             CounterDelta(user_key, key, names.get(key), delta)
-            for (user_key, key), delta in sorted(counter.items())
+            for (user_key, key), delta in sorted(
+                counter.items(), key=lambda item: (item[0][0].int, item[0][1].int)
+            )
             if delta
         ]
 
-    contributions.sort(key=lambda c: c.order_key)
+    contributions.sort(key=lambda c: c.order_key.int)
     return CounterUpdate(deltas(product_deltas), deltas(category_deltas), contributions)

@@ -244,7 +244,7 @@ def satellite_changes(
         by_key.setdefault((candidate.name, candidate.hub_pk), []).append(candidate)
     rows: list[Satellite] = []
     new_states: list[SatelliteState] = []
-    for key, versions in sorted(by_key.items()):
+    for key, versions in sorted(by_key.items(), key=lambda item: (item[0][0], item[0][1].int)):
         state = states.get(key)
         current = state.hashdiff if state else None
         watermark = state.source_ts if state else None
