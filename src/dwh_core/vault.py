@@ -25,6 +25,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from operator import attrgetter
 
 from attrs import field, frozen
 
@@ -244,11 +245,13 @@ def satellite_changes(
         by_key.setdefault((candidate.name, candidate.hub_pk), []).append(candidate)
     rows: list[Satellite] = []
     new_states: list[SatelliteState] = []
-    for key, versions in sorted(by_key.items(), key=lambda item: (item[0][0], item[0][1].int)):
+    for key, versions in by_key.items():
         state = states.get(key)
         current = state.hashdiff if state else None
         watermark = state.source_ts if state else None
-        for version in sorted(versions, key=lambda row: row.source_ts):
+        if len(versions) > 1:
+            versions.sort(key=attrgetter("source_ts"))
+        for version in versions:
             if watermark is not None and version.source_ts <= watermark:
                 continue
             if version.hashdiff != current:
