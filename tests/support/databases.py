@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import attrs
+import psycopg
 from psycopg import sql
 
 from dwh_adapters.postgres.migrations import migrate
@@ -25,7 +27,20 @@ def fresh_database(base: PgSettings) -> Iterator[PgSettings]:
             migrate(connection)
         yield settings
     finally:
-        with connect(base, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        _drop(base, name)
+
+
+def _drop(base: PgSettings, name: str, timeout: float = 60) -> None:
+    """Drop the database, ending its sessions. An autovacuum worker busy in it cannot be
+    ended by a non-superuser; it finishes within moments, so try again until then."""
+    statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    deadline = time.monotonic() + timeout
+    with connect(base, autocommit=True) as admin:
+        while True:
+            try:
+                admin.execute(statement)
+                return
+            except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectInUse):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
