@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from functools import lru_cache
 
 SEPARATOR = "||"
 
@@ -25,15 +24,11 @@ def _md5_uuid(text: str) -> uuid.UUID:
     return uuid.UUID(bytes=hashlib.md5(text.encode("utf-8"), usedforsecurity=False).digest())
 
 
-# Users, products, categories and restaurants recur in almost every batch; the cache
-# makes their keys free after the first time. Both functions are pure.
-@lru_cache(maxsize=1 << 16)
 def hash_key(*parts: object) -> uuid.UUID:
     """Hub or link key: MD5 of the trimmed, upper-cased parts joined with ``||``."""
     return _md5_uuid(SEPARATOR.join(str(part).strip().upper() for part in parts))
 
 
-@lru_cache(maxsize=1 << 16)
 def hashdiff(*attributes: object) -> uuid.UUID:
     """Satellite change detector: MD5 of the trimmed attributes joined with ``||``."""
     return _md5_uuid(

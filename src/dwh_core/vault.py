@@ -25,6 +25,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from functools import lru_cache
 from operator import attrgetter
 
 from attrs import field, frozen
@@ -151,6 +152,14 @@ class VaultRows:
         return not (self.hubs or self.links or self.satellites)
 
 
+# Users, products, categories and restaurants recur in almost every batch: their keys
+# and name hashdiffs are cached; an order's own keys are not, so they cannot push the
+# recurring ones out of the cache.
+_recurring_key = lru_cache(maxsize=1 << 14)(hash_key)
+_recurring_hashdiff = lru_cache(maxsize=1 << 14)(hashdiff)
+_ORDER_KEYED = frozenset({"order", "order_user", "order_product", "order_cost"})
+
+
 class _RowBuilder:
     """Collects the rows of a batch, each key once: hubs and links by key, satellites by
     (key, ``source_ts``), the first seen kept. A row object is built only for a key not
@@ -164,7 +173,7 @@ class _RowBuilder:
         self.satellites: dict[tuple[str, uuid.UUID, datetime], Satellite] = {}
 
     def hub(self, name: str, *values: object) -> uuid.UUID:
-        pk = hash_key(values[0])
+        pk = hash_key(values[0]) if name in _ORDER_KEYED else _recurring_key(values[0])
         if (name, pk) not in self.hubs:
             self.hubs[(name, pk)] = Hub(name, pk, values, self._load_dt, self._load_src)
         return pk
@@ -172,15 +181,16 @@ class _RowBuilder:
     def link(
         self, name: str, keys: tuple[object, object], pks: tuple[uuid.UUID, uuid.UUID]
     ) -> None:
-        pk = hash_key(*keys)
+        pk = hash_key(*keys) if name in _ORDER_KEYED else _recurring_key(*keys)
         if (name, pk) not in self.links:
             self.links[(name, pk)] = Link(name, pk, pks, self._load_dt, self._load_src)
 
     def satellite(self, name: str, hub_pk: uuid.UUID, source_ts: datetime, *values: object) -> None:
         key = (name, hub_pk, source_ts)
         if key not in self.satellites:
+            digest = hashdiff(*values) if name in _ORDER_KEYED else _recurring_hashdiff(*values)
             self.satellites[key] = Satellite(
-                name, hub_pk, values, hashdiff(*values), source_ts, self._load_dt, self._load_src
+                name, hub_pk, values, digest, source_ts, self._load_dt, self._load_src
             )
 
     def add(self, order: EnrichedOrder) -> None:
@@ -271,12 +281,12 @@ def order_facts(order: EnrichedOrder) -> OrderFacts:
     """What the marts need of one enriched order version: distinct products and
     categories by hub key, with their names."""
     payload = order.payload
-    products = {hash_key(item.id): item.name for item in payload.products}
-    categories = {hash_key(item.category): item.category for item in payload.products}
+    products = {_recurring_key(item.id): item.name for item in payload.products}
+    categories = {_recurring_key(item.category): item.category for item in payload.products}
     return OrderFacts(
         order_key=hash_key(payload.id),
         order_id=payload.id,
-        user_key=hash_key(payload.user.id),
+        user_key=_recurring_key(payload.user.id),
         user_id=payload.user.id,
         update_ts=payload.update_ts,
         status=payload.status,
