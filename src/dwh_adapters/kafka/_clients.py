@@ -45,8 +45,8 @@ def new_consumer(
         "auto.offset.reset": "earliest",
         "enable.partition.eof": False,
         # librdkafka prefetches up to 64 MiB per consumer by default; a few batches
-        # ahead is plenty and keeps a worker inside a 128 MiB memory limit.
-        "queued.max.messages.kbytes": 16384,
+        # ahead (8 MiB) is plenty and keeps a worker inside a 128 MiB memory limit.
+        "queued.max.messages.kbytes": 8192,
     }
     return Consumer(_config(settings, {**defaults, **(overrides or {})}))
 
