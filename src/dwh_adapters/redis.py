@@ -4,11 +4,11 @@ each value the entity's JSON as stored."""
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from types import TracebackType
-from typing import Self
 
 import redis
 from attrs import field, frozen
+
+from dwh_adapters.lifecycle import Closeable
 
 _TIMEOUT_S = 5.0
 
@@ -45,23 +45,12 @@ class RedisSettings:
         )
 
 
-class _RedisClient:
+class _RedisClient(Closeable):
     """A lazily created client, closed by ``close()`` or at the end of a ``with``."""
 
     def __init__(self, settings: RedisSettings) -> None:
         self._settings = settings
         self._redis: redis.Redis | None = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         client, self._redis = self._redis, None

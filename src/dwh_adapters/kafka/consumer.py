@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Self
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from dwh_adapters.kafka._clients import NO_OFFSET, committed, log, new_consumer, next_offsets
 from dwh_adapters.kafka.settings import KafkaSettings
+from dwh_adapters.lifecycle import Closeable
 from dwh_core.messages import InMessage
 
 # The commit failed because this member no longer owns the partitions (a rebalance
@@ -28,7 +27,7 @@ _REVOKED = frozenset(
 _ERROR_LOG_INTERVAL_S = 60.0
 
 
-class KafkaBatchConsumer:
+class KafkaBatchConsumer(Closeable):
     """Reads one topic in batches as a member of a consumer group; commits a batch's
     offsets only when the worker says so, that is, once the batch is durable downstream.
 
@@ -62,17 +61,6 @@ class KafkaBatchConsumer:
         self._assignment: set[int] = set()
         self._positions: dict[int, int] = {}
         self._last_error: tuple[str, float] = ("", 0.0)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def assignment(self) -> frozenset[int]:

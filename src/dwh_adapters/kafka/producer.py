@@ -4,8 +4,6 @@ output and the dead-letter sink share one piece of produce-and-wait code."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from types import TracebackType
-from typing import Self
 
 from attrs import frozen
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -13,6 +11,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from dwh_adapters.clock import SystemClock
 from dwh_adapters.kafka._clients import log, new_producer
 from dwh_adapters.kafka.settings import KafkaSettings
+from dwh_adapters.lifecycle import Closeable
 from dwh_core.messages import DeadLetter, OutMessage
 from dwh_core.ports import Clock
 
@@ -151,23 +150,12 @@ def _produce(
         return
 
 
-class _LazyProducing:
+class _LazyProducing(Closeable):
     """Lifecycle shared by the publisher and the sink: a context manager whose
     ``close()`` waits for what is still queued."""
 
     def __init__(self, settings: KafkaSettings, delivery_timeout_s: float) -> None:
         self._producer = DeliveringProducer(settings, delivery_timeout_s)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         self._producer.close()

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import TracebackType
-from typing import Self
 
 import psycopg
 from psycopg.rows import TupleRow
 
+from dwh_adapters.lifecycle import Closeable
 from dwh_adapters.postgres.settings import PgSettings, connect
 
 
-class ConnectionOwner:
+class ConnectionOwner(Closeable):
     """Owns one connection: opened on first use (never in ``__init__``) and kept.
 
     A connection that fails (:class:`psycopg.OperationalError`, or one left closed or
@@ -44,14 +43,3 @@ class ConnectionOwner:
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
