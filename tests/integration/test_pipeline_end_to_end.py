@@ -13,26 +13,28 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from dwh_adapters.kafka import (
-    KafkaPublisher,
-    KafkaSettings,
     StoredDeadLetter,
     consumer_group_lag,
-    delete_topics,
-    ensure_topics,
     read_dead_letters,
 )
 from dwh_adapters.postgres.marts import PostgresMarts
 from dwh_adapters.postgres.settings import PgSettings
-from dwh_adapters.redis import RedisDictionaryWriter, RedisSettings
-from dwh_core.messages import OutMessage
 from dwh_workers.sample import OrderGenerator, dictionary_entries, sample_dictionaries
 from tests.support.databases import fresh_database
 from tests.support.oracle import expected_marts
-from tests.support.processes import LAYERS, Topology, running, start_worker, wait_for
+from tests.support.processes import (
+    KAFKA,
+    LAYERS,
+    Topology,
+    produce,
+    provisioned,
+    running,
+    start_worker,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
-KAFKA = KafkaSettings("127.0.0.1:9092")
 BASE = PgSettings("127.0.0.1", 5432, "de", "dwh", "dwh")
 DICTIONARIES = sample_dictionaries(seed=11, users=120, restaurants=12)
 UNKNOWN_USER = "ffffffffffffffffffffffff"
@@ -48,18 +50,8 @@ def warehouse() -> Iterator[PgSettings]:
 
 @pytest.fixture
 def topology(warehouse: PgSettings) -> Iterator[Topology]:
-    topology = Topology(dbname=warehouse.dbname)
-    ensure_topics(KAFKA, topology.all_topics(), partitions=3)
-    with RedisDictionaryWriter(RedisSettings("127.0.0.1", 6379)) as writer:
-        writer.put_many(dictionary_entries(DICTIONARIES))
-    yield topology
-    delete_topics(KAFKA, topology.all_topics())
-
-
-def produce(topic: str, values: list[bytes]) -> None:
-    with KafkaPublisher(KAFKA, topic) as publisher:
-        for start in range(0, len(values), 5000):
-            publisher.publish([OutMessage(None, value) for value in values[start : start + 5000]])
+    with provisioned(Topology(dbname=warehouse.dbname), dictionary_entries(DICTIONARIES)) as t:
+        yield t
 
 
 def feed(orders: int, seed: int) -> list[bytes]:

@@ -15,20 +15,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from dwh_adapters.kafka import KafkaPublisher, KafkaSettings, delete_topics, ensure_topics
 from dwh_adapters.postgres.marts import PostgresMarts
 from dwh_adapters.postgres.settings import PgSettings, connect
-from dwh_adapters.redis import RedisDictionaryWriter, RedisSettings
-from dwh_core.messages import OutMessage
 from dwh_workers.sample import OrderGenerator, dictionary_entries, sample_dictionaries
 from tests.support.databases import fresh_database
 from tests.support.oracle import expected_marts
-from tests.support.processes import LAYERS, Topology, running, wait_for
+from tests.support.processes import LAYERS, Topology, produce, provisioned, running, wait_for
 from tests.support.proxy import CuttableProxy
 
 pytestmark = pytest.mark.integration
 
-KAFKA = KafkaSettings("127.0.0.1:9092")
 BASE = PgSettings("127.0.0.1", 5432, "de", "dwh", "dwh")
 DICTIONARIES = sample_dictionaries(seed=12, users=80, restaurants=8)
 
@@ -96,18 +92,11 @@ def http_get(port: int, path: str) -> tuple[int, str]:
 
 @pytest.fixture
 def topology() -> Iterator[Topology]:
-    with fresh_database(BASE) as settings:
-        topology = Topology(dbname=settings.dbname)
-        ensure_topics(KAFKA, topology.all_topics(), partitions=3)
-        with RedisDictionaryWriter(RedisSettings("127.0.0.1", 6379)) as writer:
-            writer.put_many(dictionary_entries(DICTIONARIES))
-        yield topology
-        delete_topics(KAFKA, topology.all_topics())
-
-
-def produce(topic: str, values: list[bytes]) -> None:
-    with KafkaPublisher(KAFKA, topic) as publisher:
-        publisher.publish([OutMessage(None, value) for value in values])
+    with (
+        fresh_database(BASE) as settings,
+        provisioned(Topology(dbname=settings.dbname), dictionary_entries(DICTIONARIES)) as t,
+    ):
+        yield t
 
 
 def metric(text: str, name: str) -> float:

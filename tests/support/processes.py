@@ -14,7 +14,13 @@ from pathlib import Path
 
 from attrs import define, field
 
+from dwh_adapters.kafka import KafkaPublisher, KafkaSettings, delete_topics, ensure_topics
+from dwh_adapters.redis import RedisDictionaryWriter, RedisSettings
+from dwh_core.messages import OutMessage
+
 LAYERS = ("stg", "dds", "cdm")
+KAFKA = KafkaSettings("127.0.0.1:9092")
+REDIS = RedisSettings("127.0.0.1", 6379)
 LOG_DIR = Path(__file__).resolve().parents[2] / ".stack" / "test-logs"
 
 
@@ -69,6 +75,26 @@ class Topology:
         if destination:
             env["KAFKA_DESTINATION_TOPIC"] = destination
         return env
+
+
+@contextmanager
+def provisioned(topology: Topology, dictionary_entries: Mapping[str, bytes]) -> Iterator[Topology]:
+    """The topology's topics (3 partitions each) created and the dictionaries in Redis;
+    the topics deleted at the end."""
+    ensure_topics(KAFKA, topology.all_topics(), partitions=3)
+    with RedisDictionaryWriter(REDIS) as writer:
+        writer.put_many(dictionary_entries)
+    try:
+        yield topology
+    finally:
+        delete_topics(KAFKA, topology.all_topics())
+
+
+def produce(topic: str, values: list[bytes], chunk: int = 5000) -> None:
+    """Send the values to the topic with no key, as the order feed does."""
+    with KafkaPublisher(KAFKA, topic) as publisher:
+        for start in range(0, len(values), chunk):
+            publisher.publish([OutMessage(None, value) for value in values[start : start + chunk]])
 
 
 @define
