@@ -12,12 +12,15 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from dwh_adapters.kafka import KafkaSettings
 from dwh_adapters.postgres.marts import PostgresMarts
 from dwh_adapters.postgres.settings import PgSettings, connect
 from dwh_workers.sample import OrderGenerator, dictionary_entries, sample_dictionaries
+from tests.support.broker import PrivateBroker, private_broker
 from tests.support.databases import fresh_database
 from tests.support.oracle import expected_marts
 from tests.support.processes import LAYERS, Topology, produce, provisioned, running, wait_for
@@ -177,3 +180,39 @@ def test_a_worker_waiting_for_postgresql_is_alive_not_ready_and_stops_cleanly() 
         process.kill()
         _, stderr = process.communicate()
     assert "waiting for PostgreSQL" in stderr
+
+
+def test_the_kafka_broker_restarting_under_the_workers_loses_nothing(tmp_path: Path) -> None:
+    orders = list(OrderGenerator(DICTIONARIES, seed=32).messages(3000))
+    with fresh_database(BASE) as settings, private_broker(tmp_path) as broker:
+        kafka = KafkaSettings(broker.bootstrap)
+        entries = dictionary_entries(DICTIONARIES)
+        with provisioned(Topology(dbname=settings.dbname), entries, kafka) as topology:
+            run_through_a_broker_restart(topology, broker, kafka, settings, orders)
+
+
+def run_through_a_broker_restart(
+    topology: Topology,
+    broker: PrivateBroker,
+    kafka: KafkaSettings,
+    settings: PgSettings,
+    orders: list[bytes],
+) -> None:
+    products, categories = expected_marts(orders, DICTIONARIES.restaurants)
+
+    def marts_exact() -> bool:
+        with PostgresMarts(settings) as marts:
+            return marts.product_counts() == products and marts.category_counts() == categories
+
+    def rows(table: str) -> int:
+        with PostgresMarts(settings) as marts:
+            return marts.row_counts()[table]
+
+    env = {"KAFKA_HOST": "127.0.0.1", "KAFKA_PORT": str(broker.port), "DWH_BATCH_SIZE": "200"}
+    with running(topology, extra_env=env):
+        produce(topology.source, orders[:1500], kafka=kafka)
+        wait_for(lambda: rows("cdm.order_contributions") > 0, 120, "CDM to store orders")
+        broker.stop()
+        broker.start()
+        produce(topology.source, orders[1500:], kafka=kafka)
+        wait_for(marts_exact, 240, "the marts to equal the oracle after the broker restart")

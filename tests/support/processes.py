@@ -78,21 +78,25 @@ class Topology:
 
 
 @contextmanager
-def provisioned(topology: Topology, dictionary_entries: Mapping[str, bytes]) -> Iterator[Topology]:
+def provisioned(
+    topology: Topology, dictionary_entries: Mapping[str, bytes], kafka: KafkaSettings = KAFKA
+) -> Iterator[Topology]:
     """The topology's topics (3 partitions each) created and the dictionaries in Redis;
     the topics deleted at the end."""
-    ensure_topics(KAFKA, topology.all_topics(), partitions=3)
+    ensure_topics(kafka, topology.all_topics(), partitions=3)
     with RedisDictionaryWriter(REDIS) as writer:
         writer.put_many(dictionary_entries)
     try:
         yield topology
     finally:
-        delete_topics(KAFKA, topology.all_topics())
+        delete_topics(kafka, topology.all_topics())
 
 
-def produce(topic: str, values: list[bytes], chunk: int = 5000) -> None:
+def produce(
+    topic: str, values: list[bytes], chunk: int = 5000, kafka: KafkaSettings = KAFKA
+) -> None:
     """Send the values to the topic with no key, as the order feed does."""
-    with KafkaPublisher(KAFKA, topic) as publisher:
+    with KafkaPublisher(kafka, topic) as publisher:
         for start in range(0, len(values), chunk):
             publisher.publish([OutMessage(None, value) for value in values[start : start + chunk]])
 
