@@ -6,12 +6,13 @@ the shared infrastructure container. Connections are ``Resource`` providers, clo
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from dependency_injector import containers, providers
 
 from dwh_adapters.clock import SystemClock
 from dwh_adapters.kafka import KafkaBatchConsumer, KafkaDeadLetterSink, KafkaPublisher
+from dwh_adapters.lifecycle import Closeable
 from dwh_adapters.postgres.stores import (
     PostgresCounterStore,
     PostgresRawEventStore,
@@ -23,11 +24,6 @@ from dwh_workers.config import Settings
 from dwh_workers.errors import is_transient
 from dwh_workers.observability import Metrics
 from dwh_workers.runner import Worker
-
-
-class Closeable(Protocol):
-    def close(self) -> None: ...
-
 
 C = TypeVar("C", bound=Closeable)
 
