@@ -4,7 +4,8 @@ They follow the same contracts as the real adapters (the contract tests in
 ``tests/integration/test_postgres_adapters.py`` and
 ``test_kafka_redis_adapters.py`` run against both), so other services can
 use them in their tests, and :class:`InMemoryPipeline` runs the whole STG -> DDS -> CDM
-pipeline in one process with no services at all.
+pipeline in one process with no services at all (:class:`Pipeline`, the same on any
+stores).
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from dwh_core.layers import BatchResult, CdmService, DdsService, StgService
 from dwh_core.messages import DeadLetter, InMessage, OutMessage
 from dwh_core.orders import Restaurant, User
 from dwh_core.parsing import encode_dictionary_entry
-from dwh_core.ports import RawEvent
+from dwh_core.ports import (
+    Clock,
+    CounterStore,
+    DictionaryReader,
+    RawEvent,
+    RawEventStore,
+    VaultStore,
+)
 from dwh_core.vault import Hub, Link, Satellite, SatelliteState, VaultRows
 
 
@@ -206,22 +214,27 @@ STG_TOPIC = "stg-service-orders"
 DDS_TOPIC = "dds-service-orders"
 
 
-class InMemoryPipeline:
-    """STG -> DDS -> CDM in one process, each layer reading its topic in batches."""
+class Pipeline:
+    """STG -> DDS -> CDM in one process, each layer reading its in-memory topic in
+    batches, on any stores: the in-memory ones (:class:`InMemoryPipeline`) or real
+    ones, to drive the layer services without Kafka."""
 
-    def __init__(self, dictionaries: InMemoryDictionaries, clock: FixedClock) -> None:
+    def __init__(
+        self,
+        dictionaries: DictionaryReader,
+        events: RawEventStore,
+        vault: VaultStore,
+        counters: CounterStore,
+        clock: Clock,
+    ) -> None:
         self.topics = InMemoryTopics()
-        self.dictionaries = dictionaries
-        self.events = InMemoryRawEventStore()
-        self.vault = InMemoryVaultStore()
-        self.counters = InMemoryCounterStore()
         self.dead_letters = InMemoryDeadLetters(self.topics)
         self.layers: list[tuple[str, StgService | DdsService | CdmService]] = [
             (
                 ORDERS_TOPIC,
                 StgService(
                     dictionaries,
-                    self.events,
+                    events,
                     InMemoryPublisher(self.topics, STG_TOPIC),
                     self.dead_letters,
                 ),
@@ -229,14 +242,14 @@ class InMemoryPipeline:
             (
                 STG_TOPIC,
                 DdsService(
-                    self.vault,
+                    vault,
                     InMemoryPublisher(self.topics, DDS_TOPIC),
                     self.dead_letters,
                     clock,
                     STG_TOPIC,
                 ),
             ),
-            (DDS_TOPIC, CdmService(self.counters, self.dead_letters)),
+            (DDS_TOPIC, CdmService(counters, self.dead_letters)),
         ]
         self.positions: dict[str, int] = defaultdict(int)
 
@@ -259,3 +272,14 @@ class InMemoryPipeline:
     def replay(self) -> None:
         """Every layer reads its topic again from the beginning."""
         self.positions.clear()
+
+
+class InMemoryPipeline(Pipeline):
+    """The pipeline on the in-memory stores, with no services at all."""
+
+    def __init__(self, dictionaries: InMemoryDictionaries, clock: FixedClock) -> None:
+        self.dictionaries = dictionaries
+        self.events = InMemoryRawEventStore()
+        self.vault = InMemoryVaultStore()
+        self.counters = InMemoryCounterStore()
+        super().__init__(dictionaries, self.events, self.vault, self.counters, clock)

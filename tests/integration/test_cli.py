@@ -33,14 +33,9 @@ from dwh_adapters.kafka import (
     wait_for_broker,
 )
 from dwh_adapters.memory import (
-    DDS_TOPIC,
-    ORDERS_TOPIC,
-    STG_TOPIC,
     FixedClock,
-    InMemoryDeadLetters,
     InMemoryDictionaries,
-    InMemoryPublisher,
-    InMemoryTopics,
+    Pipeline,
 )
 from dwh_adapters.postgres.marts import PostgresMarts
 from dwh_adapters.postgres.stores import (
@@ -49,7 +44,6 @@ from dwh_adapters.postgres.stores import (
     PostgresVaultStore,
 )
 from dwh_adapters.redis import RedisDictionaryReader, RedisDictionaryWriter
-from dwh_core.layers import CdmService, DdsService, StgService
 from dwh_core.messages import OutMessage
 from dwh_core.parsing import parse_order
 from dwh_workers import cli, config
@@ -286,41 +280,17 @@ def put_through_the_layers(
     services: config.Services, dictionaries: Dictionaries, messages: list[bytes]
 ) -> None:
     """Run the three layer services over the messages, on the PostgreSQL stores."""
-    topics = InMemoryTopics()
-    dead_letters = InMemoryDeadLetters(topics)
     postgres = services.postgres
     with (
         PostgresRawEventStore(postgres) as events,
         PostgresVaultStore(postgres) as vault,
         PostgresCounterStore(postgres) as counters,
     ):
-        layers: list[tuple[str, StgService | DdsService | CdmService]] = [
-            (
-                ORDERS_TOPIC,
-                StgService(
-                    InMemoryDictionaries(dictionary_entries(dictionaries)),
-                    events,
-                    InMemoryPublisher(topics, STG_TOPIC),
-                    dead_letters,
-                ),
-            ),
-            (
-                STG_TOPIC,
-                DdsService(
-                    vault,
-                    InMemoryPublisher(topics, DDS_TOPIC),
-                    dead_letters,
-                    FixedClock(datetime(2023, 4, 2)),
-                    STG_TOPIC,
-                ),
-            ),
-            (DDS_TOPIC, CdmService(counters, dead_letters)),
-        ]
-        for message in messages:
-            topics.append(ORDERS_TOPIC, message)
-        for topic, service in layers:
-            service.handle(list(topics.messages[topic]))
-    assert not dead_letters.letters
+        dictionary = InMemoryDictionaries(dictionary_entries(dictionaries))
+        pipeline = Pipeline(dictionary, events, vault, counters, FixedClock(datetime(2023, 4, 2)))
+        pipeline.feed(messages)
+        pipeline.run(iter([len(messages) or 1] * 3))
+    assert not pipeline.dead_letters.letters
 
 
 def new_user(login: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 import psycopg
@@ -26,16 +26,14 @@ from psycopg.rows import TupleRow
 
 from dwh_adapters.memory import (
     DDS_TOPIC,
-    ORDERS_TOPIC,
-    STG_TOPIC,
     FixedClock,
     InMemoryCounterStore,
     InMemoryDeadLetters,
     InMemoryPipeline,
-    InMemoryPublisher,
     InMemoryRawEventStore,
     InMemoryTopics,
     InMemoryVaultStore,
+    Pipeline,
 )
 from dwh_adapters.postgres.marts import PostgresMarts
 from dwh_adapters.postgres.migrations import (
@@ -55,7 +53,7 @@ from dwh_adapters.postgres.tables import SATELLITE_TABLES, WAREHOUSE_TABLES, tru
 from dwh_core.counters import Contribution, CounterDelta, CounterUpdate
 from dwh_core.enrichment import Catalog, enrich
 from dwh_core.hashing import hash_key, hashdiff
-from dwh_core.layers import BatchResult, CdmService, DdsService, StgService
+from dwh_core.layers import CdmService
 from dwh_core.messages import InMessage
 from dwh_core.orders import EnrichedOrder
 from dwh_core.parsing import encode, parse_order_document
@@ -667,18 +665,6 @@ def test_a_store_opens_no_connection_until_it_is_used() -> None:
 # --- the pipeline on PostgreSQL -------------------------------------------------------
 
 
-class Layer(Protocol):
-    def handle(self, batch: list[InMessage]) -> BatchResult: ...
-
-
-def drain(topics: InMemoryTopics, layers: list[tuple[str, Layer]], batch_size: int) -> None:
-    """Every layer reads its whole topic from the beginning, in batches."""
-    for topic, layer in layers:
-        log = topics.messages[topic]
-        for start in range(0, len(log), batch_size):
-            layer.handle(log[start : start + batch_size])
-
-
 def order_history(rng: random.Random, orders: int) -> list[bytes]:
     """Orders with several versions (closed, cancelled after closing, in progress),
     shuffled, with duplicates."""
@@ -706,44 +692,21 @@ def test_the_pipeline_on_postgres_matches_the_oracle_and_a_replay_changes_nothin
     settings: PgSettings, db: Connection
 ) -> None:
     messages = order_history(random.Random(2023), orders=300)
-    topics = InMemoryTopics()
-    dead_letters = InMemoryDeadLetters(topics)
     with (
         PostgresRawEventStore(settings) as events,
         PostgresVaultStore(settings) as vault,
         PostgresCounterStore(settings) as counters,
         PostgresMarts(settings) as marts,
     ):
-        layers: list[tuple[str, Layer]] = [
-            (
-                ORDERS_TOPIC,
-                StgService(
-                    dictionaries_of(USERS, RESTAURANTS),
-                    events,
-                    InMemoryPublisher(topics, STG_TOPIC),
-                    dead_letters,
-                ),
-            ),
-            (
-                STG_TOPIC,
-                DdsService(
-                    vault,
-                    InMemoryPublisher(topics, DDS_TOPIC),
-                    dead_letters,
-                    FixedClock(BASE_TIME),
-                    STG_TOPIC,
-                ),
-            ),
-            (DDS_TOPIC, CdmService(counters, dead_letters)),
-        ]
-        for message in messages:
-            topics.append(ORDERS_TOPIC, message)
-        drain(topics, layers, batch_size=37)
+        dictionaries = dictionaries_of(USERS, RESTAURANTS)
+        pipeline = Pipeline(dictionaries, events, vault, counters, FixedClock(BASE_TIME))
+        pipeline.feed(messages)
+        pipeline.run(iter([37] * len(messages)))
 
         products, categories = expected_marts(messages, RESTAURANTS)
         assert marts.product_counts() == dict(products)
         assert marts.category_counts() == dict(categories)
-        assert not dead_letters.letters
+        assert not pipeline.dead_letters.letters
 
         memory = InMemoryPipeline(dictionaries_of(USERS, RESTAURANTS), FixedClock(BASE_TIME))
         memory.feed(messages)
@@ -757,7 +720,8 @@ def test_the_pipeline_on_postgres_matches_the_oracle_and_a_replay_changes_nothin
             assert counts[f"dds.{hub.table}"] == len(memory.vault.hubs[hub.name]), hub.table
         assert counts["stg.order_events"] == len(memory.events.events) == 300
 
-        drain(topics, layers, batch_size=53)
+        pipeline.replay()
+        pipeline.run(iter([53] * len(messages)))
 
         assert marts.row_counts() == counts
         assert marts.product_counts() == dict(products)
