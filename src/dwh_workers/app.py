@@ -11,10 +11,6 @@ from types import FrameType
 from tenacity import (
     RetryCallState,
     RetryError,
-    Retrying,
-    retry_if_exception,
-    stop_when_event_set,
-    wait_exponential,
 )
 
 from dwh_adapters.postgres.migrations import SchemaOutdated, check_schema
@@ -23,7 +19,7 @@ from dwh_workers import config
 from dwh_workers.containers import CONTAINERS
 from dwh_workers.errors import is_transient
 from dwh_workers.observability import Metrics, configure_logging, serve
-from dwh_workers.runner import Worker
+from dwh_workers.runner import Worker, backoff
 
 log = logging.getLogger("dwh.worker")
 
@@ -36,9 +32,6 @@ def _wait_for_schema(settings: config.Settings, metrics: Metrics, stopping: Even
         with connect(settings.postgres) as connection:
             check_schema(connection)
 
-    def pause(seconds: float) -> None:
-        stopping.wait(seconds)
-
     def warn(state: RetryCallState) -> None:
         metrics.tick()
         error = state.outcome.exception() if state.outcome else None
@@ -47,15 +40,10 @@ def _wait_for_schema(settings: config.Settings, metrics: Metrics, stopping: Even
             extra={"at": settings.postgres.describe(), "error": str(error)},
         )
 
-    Retrying(
-        retry=retry_if_exception(
-            lambda exc: is_transient(exc) and not isinstance(exc, SchemaOutdated)
-        ),
-        wait=wait_exponential(multiplier=0.5, max=15),
-        stop=stop_when_event_set(stopping),
-        sleep=pause,
-        before_sleep=warn,
-    )(check)
+    def retryable(exc: BaseException) -> bool:
+        return is_transient(exc) and not isinstance(exc, SchemaOutdated)
+
+    backoff(retryable, stopping, warn, max_backoff_s=15)(check)
 
 
 def main(layer: str) -> int:

@@ -61,6 +61,27 @@ class Abandoned(Exception):
     """The worker is stopping while a batch waits to be retried."""
 
 
+def backoff(
+    is_transient: Callable[[BaseException], bool],
+    stopping: threading.Event,
+    before_sleep: Callable[[RetryCallState], None],
+    max_backoff_s: float,
+) -> Retrying:
+    """Retry what fails transiently with exponential back-off, until ``stopping`` is set
+    (then :class:`tenacity.RetryError`); a stop request cuts a pause short."""
+
+    def pause(seconds: float) -> None:
+        stopping.wait(seconds)
+
+    return Retrying(
+        retry=retry_if_exception(is_transient),
+        wait=wait_exponential(multiplier=0.2, max=max_backoff_s),
+        stop=stop_when_event_set(stopping),
+        sleep=pause,
+        before_sleep=before_sleep,
+    )
+
+
 class Worker:
     def __init__(
         self,
@@ -143,24 +164,13 @@ class Worker:
         return self._process(batch[:middle]) and self._process(batch[middle:])
 
     def _retry(self, action: Callable[[], T]) -> T:
-        retrying = Retrying(
-            retry=retry_if_exception(self._is_transient),
-            wait=wait_exponential(multiplier=0.2, max=self._max_backoff_s),
-            stop=stop_when_event_set(self._stopping),
-            sleep=self._pause,
-            before_sleep=self._not_ready,
-            reraise=False,
-        )
+        retrying = backoff(self._is_transient, self._stopping, self._not_ready, self._max_backoff_s)
         try:
             value = retrying(action)
         except RetryError:
             raise Abandoned from None
         self._metrics.ready = True
         return value
-
-    def _pause(self, seconds: float) -> None:
-        """Back-off that a stop request cuts short."""
-        self._stopping.wait(seconds)
 
     def _not_ready(self, state: RetryCallState) -> None:
         self._metrics.ready = False
