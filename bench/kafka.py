@@ -9,7 +9,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from dwh_adapters.kafka import KafkaSettings
+from dwh_adapters.kafka import KafkaSettings, committed
 
 TIMEOUT_S = 10.0
 
@@ -67,12 +67,14 @@ class CommittedOffsets:
     def _read(self, name: str) -> tuple[int, int]:
         topic, _ = self._watched[name]
         consumer = self._consumers[name]
-        asked = [TopicPartition(topic, p) for p in self._partitions[name]]
-        committed = {tp.partition: tp.offset for tp in consumer.committed(asked, timeout=TIMEOUT_S)}
+        partitions = self._partitions[name]
+        done_up_to = committed(consumer, topic, partitions)
         done = total = 0
-        for tp in asked:
-            low, high = consumer.get_watermark_offsets(tp, timeout=TIMEOUT_S)
-            done += max(committed.get(tp.partition, low), low) - low
+        for partition in partitions:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=TIMEOUT_S
+            )
+            done += max(done_up_to.get(partition, low), low) - low
             total += high - low
         return done, total
 

@@ -2,6 +2,7 @@
 source topic, the publisher of its output, the dead-letter sink, the operators' dead
 letter tools (list, redrive) and topic administration."""
 
+from dwh_adapters.kafka._clients import committed
 from dwh_adapters.kafka.admin import (
     consumer_group_lag,
     delete_topics,
@@ -37,6 +38,7 @@ __all__ = [
     "MessageRejected",
     "RedriveResult",
     "StoredDeadLetter",
+    "committed",
     "consumer_group_lag",
     "delete_topics",
     "ensure_topics",

@@ -5,8 +5,9 @@ tools, so that every client is configured and logs the same way."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
-from typing import Any
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -18,6 +19,20 @@ _librdkafka_log = logging.getLogger("dwh_adapters.kafka.librdkafka")
 
 REQUEST_TIMEOUT_S = 10.0
 NO_OFFSET = -1001  # librdkafka's OFFSET_INVALID: nothing committed, no position yet
+COORDINATOR_WAIT_S = 30.0
+
+# A group's coordinator can be moving or still loading ``__consumer_offsets``: on a
+# broker that has just started, or after a restart. librdkafka does not retry these in
+# an offsets request, and calls them not retriable; they pass in a few seconds.
+_COORDINATOR_NOT_READY = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+    }
+)
+
+T = TypeVar("T")
 
 
 def log_client_error(error: KafkaError) -> None:
@@ -97,14 +112,37 @@ def watermarks(
     }
 
 
+def until_coordinator_ready(request: Callable[[], T], what: str) -> T:
+    """The request's answer, asked again while the group's coordinator is not ready,
+    for up to ``COORDINATOR_WAIT_S``; then its last error is raised."""
+    deadline = time.monotonic() + COORDINATOR_WAIT_S
+    pause = 0.05
+    while True:
+        try:
+            return request()
+        except KafkaException as exc:
+            error = exc.args[0]
+            if not isinstance(error, KafkaError) or error.code() not in _COORDINATOR_NOT_READY:
+                raise
+            if time.monotonic() + pause > deadline:
+                raise
+            log.info("%s: the group coordinator is not ready (%s); asking again", what, error)
+        time.sleep(pause)
+        pause = min(pause * 2, 1.0)
+
+
 def committed(client: Consumer, topic: str, partitions: Iterable[int]) -> dict[int, int]:
     """The client's group's committed offset of each partition; ``NO_OFFSET`` if none."""
     asked = [TopicPartition(topic, partition) for partition in partitions]
     if not asked:
         return {}
-    offsets: dict[int, int] = {}
-    for tp in client.committed(asked, timeout=REQUEST_TIMEOUT_S):
-        if tp.error is not None:
-            raise KafkaException(tp.error)
-        offsets[tp.partition] = tp.offset
-    return offsets
+
+    def ask() -> dict[int, int]:
+        offsets: dict[int, int] = {}
+        for tp in client.committed(asked, timeout=REQUEST_TIMEOUT_S):
+            if tp.error is not None:
+                raise KafkaException(tp.error)
+            offsets[tp.partition] = tp.offset
+        return offsets
+
+    return until_coordinator_ready(ask, f"committed offsets of {topic}")

@@ -22,6 +22,7 @@ from dwh_adapters.kafka._clients import (
     new_admin,
     new_consumer,
     partitions_of,
+    until_coordinator_ready,
     watermarks,
 )
 from dwh_adapters.kafka.settings import KafkaSettings
@@ -73,13 +74,17 @@ def consumer_group_lag(settings: KafkaSettings, group: str, topic: str) -> dict[
 def group_members(settings: KafkaSettings, group: str) -> int:
     """How many consumers are members of the group now (0 if it does not exist)."""
     admin = new_admin(settings)
-    future = admin.describe_consumer_groups([group], request_timeout=REQUEST_TIMEOUT_S)[group]
-    try:
-        return len(future.result().members)
-    except KafkaException as exc:
-        if exc.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND:
-            return 0
-        raise
+
+    def describe() -> int:
+        future = admin.describe_consumer_groups([group], request_timeout=REQUEST_TIMEOUT_S)
+        try:
+            return len(future[group].result().members)
+        except KafkaException as exc:
+            if exc.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND:
+                return 0
+            raise
+
+    return until_coordinator_ready(describe, f"describing group {group}")
 
 
 def reset_group_to_earliest(settings: KafkaSettings, group: str, topic: str) -> tuple[int, int]:
@@ -94,12 +99,16 @@ def reset_group_to_earliest(settings: KafkaSettings, group: str, topic: str) -> 
         group, [TopicPartition(topic, p, low) for p, (low, _) in sorted(marks.items())]
     )
     admin = new_admin(settings)
-    [future] = admin.alter_consumer_group_offsets(
-        [request], request_timeout=REQUEST_TIMEOUT_S
-    ).values()
-    for tp in future.result().topic_partitions:
-        if tp.error is not None:
-            raise KafkaException(tp.error)
+
+    def alter() -> None:
+        [future] = admin.alter_consumer_group_offsets(
+            [request], request_timeout=REQUEST_TIMEOUT_S
+        ).values()
+        for tp in future.result().topic_partitions:
+            if tp.error is not None:
+                raise KafkaException(tp.error)
+
+    until_coordinator_ready(alter, f"resetting group {group}")
     return len(marks), sum(high - low for low, high in marks.values())
 
 
