@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -44,6 +45,20 @@ def _wait_for_schema(settings: config.Settings, metrics: Metrics, stopping: Even
         return is_transient(exc) and not isinstance(exc, SchemaOutdated)
 
     backoff(retryable, stopping, warn, max_backoff_s=15)(check)
+
+
+def tune_garbage_collector() -> None:
+    """Collect cycles far less often than Python's default (after every 700 new
+    objects). A batch allocates hundreds of thousands of small acyclic objects (tuples,
+    uuids, rows) that reference counting frees on its own; with the default thresholds
+    the cyclic collector scanned them over and over and took a third of the DDS worker's
+    time (py-spy). What start-up built is frozen out of the collector's scans."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 20, 20)
+
+
+GC_THRESHOLD = 200_000
 
 
 def main(layer: str) -> int:
@@ -90,6 +105,7 @@ def main(layer: str) -> int:
     )
     worker: Worker = container.worker()
     workers.append(worker)
+    tune_garbage_collector()
     if stopping.is_set():
         worker.stop()
     try:
