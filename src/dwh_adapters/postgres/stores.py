@@ -1,9 +1,11 @@
 """The write-side ports on PostgreSQL: ``stg.order_events``, the vault and the marts.
 
-Every batch is one statement per table (``INSERT ... SELECT FROM unnest(arrays)``).
-Rows are written sorted by key, and tables in a fixed order (hubs, links, satellites,
-states), so two replicas writing the same keys (products and categories are shared by
-all users) wait for each other instead of deadlocking.
+Every batch is one statement per table: ``INSERT ... SELECT FROM unnest(arrays)``, or
+for the vault, whose batches are the largest, binary ``COPY`` into a staging table and
+``INSERT ... SELECT`` from it. Rows are written sorted by key, and tables in a fixed
+order (hubs, links, satellites, states), so two replicas writing the same keys
+(products and categories are shared by all users) wait for each other instead of
+deadlocking.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import uuid
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 from typing import Any
 
 import psycopg
@@ -20,7 +22,14 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 
 from dwh_adapters.postgres.connection import ConnectionOwner
-from dwh_adapters.postgres.statements import arrays_of, assignments, insert_from_arrays
+from dwh_adapters.postgres.settings import PgSettings
+from dwh_adapters.postgres.statements import (
+    StagedInsert,
+    arrays_of,
+    assignments,
+    insert_from_arrays,
+    staged_insert,
+)
 from dwh_core.counters import Contribution, CounterDelta, CounterUpdate
 from dwh_core.ports import RawEvent
 from dwh_core.vault import HUBS, LINKS, SATELLITES, SatelliteState, VaultRows
@@ -73,9 +82,9 @@ _STATE_COLUMNS = (
 _SATELLITE_STATE = "satellite_state"
 
 # The statement of each DDS table, generated from the specs, in the order of writing.
-_VAULT_TABLES: dict[str, sql.Composed] = {
+_VAULT_TABLES: dict[str, StagedInsert] = {
     **{
-        spec.table: insert_from_arrays(
+        spec.table: staged_insert(
             "dds",
             spec.table,
             (
@@ -83,21 +92,23 @@ _VAULT_TABLES: dict[str, sql.Composed] = {
                 *zip(spec.key_columns, spec.key_types, strict=True),
                 *_LOAD_COLUMNS,
             ),
+            (spec.pk,),
             _DO_NOTHING,
         )
         for spec in HUBS.values()
     },
     **{
-        spec.table: insert_from_arrays(
+        spec.table: staged_insert(
             "dds",
             spec.table,
             ((spec.pk, "uuid"), *((HUBS[hub].pk, "uuid") for hub in spec.hubs), *_LOAD_COLUMNS),
+            (spec.pk,),
             _DO_NOTHING,
         )
         for spec in LINKS.values()
     },
     **{
-        spec.table: insert_from_arrays(
+        spec.table: staged_insert(
             "dds",
             spec.table,
             (
@@ -107,22 +118,25 @@ _VAULT_TABLES: dict[str, sql.Composed] = {
                 ("source_ts", "timestamp"),
                 *_LOAD_COLUMNS,
             ),
+            (HUBS[spec.hub].pk, "source_ts"),
             sql.SQL("ON CONFLICT ({}, source_ts) DO NOTHING").format(
                 sql.Identifier(HUBS[spec.hub].pk)
             ),
         )
         for spec in SATELLITES.values()
     },
-    _SATELLITE_STATE: insert_from_arrays(
+    _SATELLITE_STATE: staged_insert(
         "dds",
         _SATELLITE_STATE,
         _STATE_COLUMNS,
+        ("satellite", "hub_pk"),
         sql.SQL(
             "ON CONFLICT (satellite, hub_pk) DO UPDATE SET {}"
             " WHERE excluded.source_ts > t.source_ts"
         ).format(assignments(("hashdiff", "source_ts"))),
     ),
 }
+_CREATE_STAGING = sql.SQL("; ").join(staged.create for staged in _VAULT_TABLES.values())
 
 # Rows that do not exist yet cannot be locked, so a transaction first claims every key
 # of its batch with a placeholder row (older than any real version): a second replica
@@ -155,36 +169,22 @@ def _by_name_and_key(key: tuple[str, uuid.UUID]) -> tuple[str, int]:
 
 
 def _vault_batches(rows: VaultRows, states: Sequence[SatelliteState]) -> dict[str, list[Row]]:
-    """The rows of each DDS table, in the columns of its statement, sorted by key (uuids
-    by their integer value: the order PostgreSQL gives them, and far cheaper to sort)."""
-    keyed: dict[str, list[tuple[Row, Row]]] = {table: [] for table in _VAULT_TABLES}
+    """The rows of each DDS table, in the columns of its statement."""
+    batches: dict[str, list[Row]] = {table: [] for table in _VAULT_TABLES}
     for hub in rows.hubs:
-        keyed[HUBS[hub.name].table].append(
-            ((hub.pk.int,), (hub.pk, *hub.values, hub.load_dt, hub.load_src))
-        )
+        batches[HUBS[hub.name].table].append((hub.pk, *hub.values, hub.load_dt, hub.load_src))
     for link in rows.links:
-        keyed[LINKS[link.name].table].append(
-            ((link.pk.int,), (link.pk, *link.hub_pks, link.load_dt, link.load_src))
+        batches[LINKS[link.name].table].append(
+            (link.pk, *link.hub_pks, link.load_dt, link.load_src)
         )
     for sat in rows.satellites:
-        keyed[SATELLITES[sat.name].table].append(
-            (
-                (sat.hub_pk.int, sat.source_ts),
-                (sat.hub_pk, *sat.values, sat.hashdiff, sat.source_ts, sat.load_dt, sat.load_src),
-            )
+        batches[SATELLITES[sat.name].table].append(
+            (sat.hub_pk, *sat.values, sat.hashdiff, sat.source_ts, sat.load_dt, sat.load_src)
         )
-    for state in states:
-        keyed[_SATELLITE_STATE].append(
-            (
-                (state.name, state.hub_pk.int),
-                (state.name, state.hub_pk, state.hashdiff, state.source_ts),
-            )
-        )
-    return {
-        table: [row for _, row in sorted(batch, key=itemgetter(0))]
-        for table, batch in keyed.items()
-        if batch
-    }
+    batches[_SATELLITE_STATE] = [
+        (state.name, state.hub_pk, state.hashdiff, state.source_ts) for state in states
+    ]
+    return {table: batch for table, batch in batches.items() if batch}
 
 
 class PostgresVaultTransaction:
@@ -216,9 +216,9 @@ class PostgresVaultTransaction:
         self._placeholders -= {(state.name, state.hub_pk) for state in states}
         batches = _vault_batches(rows, states)
         with self._conn.cursor() as cursor:
-            for table, statement in _VAULT_TABLES.items():
+            for table, staged in _VAULT_TABLES.items():
                 if table in batches:
-                    cursor.execute(statement, arrays_of(batches[table]))
+                    staged.write(cursor, batches[table])
 
     def release_placeholders(self) -> None:
         """Drop the claims that no state replaced (keys asked about but not saved)."""
@@ -236,12 +236,20 @@ _RELEASE_STATES = sql.SQL(
 class PostgresVaultStore(ConnectionOwner):
     """:class:`~dwh_core.ports.VaultStore` on the ``dds`` tables."""
 
+    def __init__(self, settings: PgSettings) -> None:
+        super().__init__(settings)
+        self._staged: psycopg.Connection[TupleRow] | None = None
+
     @contextmanager
     def transaction(self) -> Iterator[PostgresVaultTransaction]:
         with self._transaction() as conn:
+            if conn is not self._staged:
+                conn.execute(_CREATE_STAGING)
             transaction = PostgresVaultTransaction(conn)
             yield transaction
             transaction.release_placeholders()
+        # Made in the first transaction of a connection, and gone if it rolled back.
+        self._staged = conn
 
 
 def _counter_update(table: str, key: str, name: str) -> sql.Composed:
