@@ -75,14 +75,15 @@ def _uuid(value: Any, _: Any) -> uuid.UUID:
         raise ValueError(f"expected uuid, got {value!r}") from None
 
 
-def _make_converter(detailed: bool) -> Converter:
+def _make_converter(detailed: bool, uuids_as_text: bool = True) -> Converter:
     converter = Converter(detailed_validation=detailed)
     converter.register_structure_hook(int, _expect(int, "int"))
     converter.register_structure_hook(str, _expect(str, "string"))
     converter.register_structure_hook(datetime, _timestamp)
     converter.register_structure_hook(uuid.UUID, _uuid)
     converter.register_unstructure_hook(datetime, lambda value: value.isoformat(sep=" "))
-    converter.register_unstructure_hook(uuid.UUID, str)
+    if uuids_as_text:
+        converter.register_unstructure_hook(uuid.UUID, str)
 
     def lists(type_: Any) -> Callable[[Any, Any], Any]:
         inner = list_structure_factory(type_, converter)
@@ -114,6 +115,9 @@ def _make_converter(detailed: bool) -> Converter:
 
 _fast = _make_converter(detailed=False)
 _detailed = _make_converter(detailed=True)
+# For encoding only: uuids are left as they are, and orjson writes them (in the same
+# canonical form as ``str()``) far faster than a Python call per uuid.
+_wire = _make_converter(detailed=False, uuids_as_text=False)
 
 
 def _describe(exc: BaseException, _: type | None) -> str:
@@ -205,7 +209,9 @@ def encode_json(data: Any) -> bytes:
 
 
 def encode(value: object) -> bytes:
-    return encode_json(unstructure(value))
+    """A domain object as the JSON of its message (the same as ``encode_json(unstructure(
+    value))``)."""
+    return orjson.dumps(_wire.unstructure(value))
 
 
 def encode_dictionary_entry(value: User | Restaurant) -> bytes:

@@ -1,17 +1,23 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import datetime
 
 import pytest
 
+from dwh_core.hashing import hash_key
+from dwh_core.orders import KeyName, OrderFacts
 from dwh_core.parsing import (
     InvalidMessage,
     encode,
+    encode_json,
     parse_enriched_order,
     parse_order,
+    parse_order_facts,
     parse_restaurant,
     parse_user,
+    unstructure,
 )
 
 CONTRACT_EXAMPLE = """{"object_id": 1371198, "object_type": "order", "sent_dttm": "2023-04-08 20:27:36",
@@ -169,3 +175,23 @@ def test_a_nul_character_is_rejected_because_the_warehouse_cannot_store_it() -> 
         else:
             document["payload"]["order_items"][0]["name"] = "Рис\x00"
         assert rejection(document) == "$: a NUL character (\\u0000) is not allowed in text"
+
+
+def test_order_facts_are_written_with_uuids_in_their_canonical_text_form() -> None:
+    facts = OrderFacts(
+        order_key=hash_key(7),
+        order_id=7,
+        user_key=uuid.UUID(int=1),
+        user_id="626a81ce9a8cd1920641e296",
+        update_ts=datetime(2023, 4, 1, 20, 45, 43, 120),
+        status="CLOSED",
+        products=[KeyName(hash_key("p"), "Пицца")],
+        categories=[KeyName(hash_key("Выпечка"), "Выпечка")],
+    )
+    data = encode(facts)
+    document = json.loads(data)
+    assert document["user_key"] == "00000000-0000-0000-0000-000000000001"
+    assert document["products"][0]["key"] == str(hash_key("p"))
+    assert document["update_ts"] == "2023-04-01 20:45:43.000120"
+    assert data == encode_json(unstructure(facts))
+    assert parse_order_facts(data) == facts
