@@ -487,6 +487,33 @@ def test_a_vault_transaction_that_raises_leaves_nothing(vault: VaultHarness) -> 
         assert transaction.satellite_states({(s.name, s.hub_pk) for s in states}) == {}
 
 
+def test_the_vault_store_stages_its_batches_again_after_a_rollback_or_a_reconnect(
+    settings: PgSettings, db: Connection
+) -> None:
+    """The staging tables are temporary: made in a connection's first transaction (and
+    gone with it if it rolls back), gone with the connection, empty after each commit."""
+    with PostgresVaultStore(settings) as store:
+        rows = vault_rows([enriched(1, [0, 1])], T0, SOURCE)
+        states = satellite_changes(rows.satellites, {}).states
+        with pytest.raises(RuntimeError, match="boom"), store.transaction() as transaction:
+            transaction.save(rows, states)
+            raise RuntimeError("boom")
+
+        save_orders(store, [enriched(1, [0, 1])])
+        store.close()  # as after a lost connection: the next transaction opens a new one
+        save_orders(store, [enriched(2, [1, 3])])
+
+        with store.transaction() as transaction:
+            # the store's own session: temporary tables are visible to it alone
+            staged = transaction._conn.execute(
+                "SELECT count(*) FROM pg_temp.staging_dds_l_order_product"
+            ).fetchone()
+    assert staged == (0,)
+    orders = select(db, "SELECT order_id FROM dds.h_order ORDER BY order_id")
+    assert orders == [(1,), (2,)]
+    assert select(db, "SELECT count(*) FROM dds.l_order_product") == [(4,)]
+
+
 # --- CounterStore contract ------------------------------------------------------------
 
 
