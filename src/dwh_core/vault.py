@@ -71,7 +71,9 @@ HUBS = {
         HubSpec("product", "h_product", "h_product_pk", ("product_id",), ("varchar",)),
         HubSpec("category", "h_category", "h_category_pk", ("category_name",), ("varchar",)),
         HubSpec("restaurant", "h_restaurant", "h_restaurant_pk", ("restaurant_id",), ("varchar",)),
-        HubSpec("order", "h_order", "h_order_pk", ("order_id", "order_dt"), ("int", "timestamp")),
+        HubSpec(
+            "order", "h_order", "h_order_pk", ("order_id", "order_dt"), ("integer", "timestamp")
+        ),
     )
 }
 LINKS = {
@@ -103,7 +105,9 @@ SATELLITES = {
         SatelliteSpec(
             "restaurant_names", "s_restaurant_names", "restaurant", ("name",), ("varchar",)
         ),
-        SatelliteSpec("order_cost", "s_order_cost", "order", ("cost", "payment"), ("int", "int")),
+        SatelliteSpec(
+            "order_cost", "s_order_cost", "order", ("cost", "payment"), ("integer", "integer")
+        ),
         SatelliteSpec("order_status", "s_order_status", "order", ("status",), ("varchar",)),
     )
 }

@@ -204,7 +204,7 @@ def live_columns(conn: Connection) -> dict[str, dict[str, str]]:
 SQL_TYPES = {
     "uuid": "uuid",
     "varchar": "character varying",
-    "int": "integer",
+    "integer": "integer",
     "timestamp": "timestamp without time zone",
 }
 

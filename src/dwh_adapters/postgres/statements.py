@@ -67,7 +67,8 @@ def staged_insert(
     conflict: sql.Composable,
 ) -> StagedInsert:
     """The :class:`StagedInsert` of (column, SQL type) ``columns`` of ``schema.table``,
-    inserted in ``order_by`` order; the conflict clause may refer to the table as ``t``."""
+    inserted in ``order_by`` order; the conflict clause may refer to the table as ``t``.
+    The types are named as psycopg's registry knows them (``integer``, not ``int``)."""
     target = sql.Identifier(schema, table)
     staging = sql.Identifier(f"staging_{schema}_{table}")
     names = _names(columns)
@@ -89,12 +90,8 @@ def staged_insert(
             order=sql.SQL(", ").join(sql.Identifier(name) for name in order_by),
             conflict=conflict,
         ),
-        types=tuple(_COPY_TYPE_NAMES.get(type_, type_) for _, type_ in columns),
+        types=tuple(type_ for _, type_ in columns),
     )
-
-
-# The names psycopg's type registry knows some SQL type names by.
-_COPY_TYPE_NAMES = {"int": "int4", "integer": "int4", "bigint": "int8", "smallint": "int2"}
 
 
 def _names(columns: Sequence[tuple[str, str]]) -> sql.Composed:
