@@ -21,8 +21,6 @@ from attrs import define, field
 from dwh_core.counters import Contribution, CounterUpdate
 from dwh_core.layers import BatchResult, CdmService, DdsService, StgService
 from dwh_core.messages import DeadLetter, InMessage, OutMessage
-from dwh_core.orders import Restaurant, User
-from dwh_core.parsing import encode_dictionary_entry
 from dwh_core.ports import (
     Clock,
     CounterStore,
@@ -37,10 +35,6 @@ from dwh_core.vault import Hub, Link, Satellite, SatelliteState, VaultRows
 class InMemoryDictionaries:
     def __init__(self, entries: Mapping[str, bytes] | None = None) -> None:
         self.entries: dict[str, bytes] = dict(entries or {})
-
-    def put(self, *entities: User | Restaurant) -> None:
-        for entity in entities:
-            self.entries[entity.id] = encode_dictionary_entry(entity)
 
     def fetch(self, ids: Collection[str]) -> Mapping[str, bytes]:
         return {key: self.entries[key] for key in ids if key in self.entries}

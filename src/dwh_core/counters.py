@@ -67,9 +67,6 @@ class CounterUpdate:
     categories: list[CounterDelta]
     contributions: list[Contribution]
 
-    def is_empty(self) -> bool:
-        return not self.contributions
-
 
 def newest_versions(versions: Iterable[OrderFacts]) -> dict[uuid.UUID, OrderFacts]:
     """The newest version of each order; at equal ``update_ts`` the first one seen."""

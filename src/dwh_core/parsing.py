@@ -75,15 +75,13 @@ def _uuid(value: Any, _: Any) -> uuid.UUID:
         raise ValueError(f"expected uuid, got {value!r}") from None
 
 
-def _make_converter(detailed: bool, uuids_as_text: bool = True) -> Converter:
+def _make_converter(detailed: bool) -> Converter:
     converter = Converter(detailed_validation=detailed)
     converter.register_structure_hook(int, _expect(int, "int"))
     converter.register_structure_hook(str, _expect(str, "string"))
     converter.register_structure_hook(datetime, _timestamp)
     converter.register_structure_hook(uuid.UUID, _uuid)
     converter.register_unstructure_hook(datetime, lambda value: value.isoformat(sep=" "))
-    if uuids_as_text:
-        converter.register_unstructure_hook(uuid.UUID, str)
 
     def lists(type_: Any) -> Callable[[Any, Any], Any]:
         inner = list_structure_factory(type_, converter)
@@ -115,9 +113,6 @@ def _make_converter(detailed: bool, uuids_as_text: bool = True) -> Converter:
 
 _fast = _make_converter(detailed=False)
 _detailed = _make_converter(detailed=True)
-# For encoding only: uuids are left as they are, and orjson writes them (in the same
-# canonical form as ``str()``) far faster than a Python call per uuid.
-_wire = _make_converter(detailed=False, uuids_as_text=False)
 
 
 def _describe(exc: BaseException, _: type | None) -> str:
@@ -156,11 +151,15 @@ def decode_json(data: bytes) -> Any:
         raise InvalidMessage(f"not JSON: {exc}") from None
 
 
-def _parse_object(data: bytes, cls: type[T]) -> T:
+def _decode_object(data: bytes) -> dict[str, Any]:
     document = decode_json(data)
     if type(document) is not dict:
         raise InvalidMessage(f"$: expected object, got {_json_type(document)}")
-    return structure(document, cls)
+    return document
+
+
+def _parse_object(data: bytes, cls: type[T]) -> T:
+    return structure(_decode_object(data), cls)
 
 
 def parse_order_document(data: bytes) -> tuple[Order, dict[str, Any]]:
@@ -169,9 +168,7 @@ def parse_order_document(data: bytes) -> tuple[Order, dict[str, Any]]:
     # JSON text cannot hold a raw NUL, only its escape; PostgreSQL stores neither.
     if b"\\u0000" in data:
         raise InvalidMessage("$: a NUL character (\\u0000) is not allowed in text")
-    document = decode_json(data)
-    if type(document) is not dict:
-        raise InvalidMessage(f"$: expected object, got {_json_type(document)}")
+    document = _decode_object(data)
     object_type = document.get("object_type", ORDER_OBJECT_TYPE)
     if object_type != ORDER_OBJECT_TYPE:
         raise InvalidMessage(f"$.object_type: expected 'order', got {object_type!r}")
@@ -199,7 +196,9 @@ def parse_order_facts(data: bytes) -> OrderFacts:
 
 
 def unstructure(value: object) -> Any:
-    """Domain object to plain JSON-ready data (timestamps as ``YYYY-MM-DD HH:MM:SS``)."""
+    """Domain object to data for :func:`encode_json`: timestamps as ``YYYY-MM-DD
+    HH:MM:SS`` text; uuids stay uuids, which orjson writes in their canonical text form
+    far faster than a Python call per uuid would."""
     return _fast.unstructure(value)
 
 
@@ -209,16 +208,5 @@ def encode_json(data: Any) -> bytes:
 
 
 def encode(value: object) -> bytes:
-    """A domain object as the JSON of its message (the same as ``encode_json(unstructure(
-    value))``)."""
-    return orjson.dumps(_wire.unstructure(value))
-
-
-def encode_dictionary_entry(value: User | Restaurant) -> bytes:
-    """A user or restaurant in its Redis format (``_id`` rather than ``id``)."""
-    data = unstructure(value)
-    data["_id"] = data.pop("id")
-    if isinstance(value, Restaurant):
-        for item in data["menu"]:
-            item["_id"] = item.pop("id")
-    return encode_json(data)
+    """A domain object as the JSON of its message."""
+    return encode_json(unstructure(value))

@@ -152,13 +152,11 @@ class VaultRows:
     links: list[Link] = field(factory=list)
     satellites: list[Satellite] = field(factory=list)
 
-    def is_empty(self) -> bool:
-        return not (self.hubs or self.links or self.satellites)
-
 
 # Users, products, categories and restaurants recur in almost every batch: their keys
-# and name hashdiffs are cached; an order's own keys are not, so they cannot push the
-# recurring ones out of the cache.
+# and name hashdiffs are cached. What is an order's own (its hub and link keys, its cost
+# hashdiff) is not, so it cannot push the recurring ones out of the cache; a status
+# hashdiff has a handful of values and is cached.
 _recurring_key = lru_cache(maxsize=1 << 14)(hash_key)
 _recurring_hashdiff = lru_cache(maxsize=1 << 14)(hashdiff)
 _ORDER_KEYED = frozenset({"order", "order_user", "order_product", "order_cost"})

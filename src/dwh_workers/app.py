@@ -47,6 +47,9 @@ def _wait_for_schema(settings: config.Settings, metrics: Metrics, stopping: Even
     backoff(retryable, stopping, warn, max_backoff_s=15)(check)
 
 
+GC_THRESHOLD = 200_000  # new objects between collections of the youngest generation
+
+
 def tune_garbage_collector() -> None:
     """Collect cycles far less often than Python's default (after every 700 new
     objects). A batch allocates hundreds of thousands of small acyclic objects (tuples,
@@ -56,9 +59,6 @@ def tune_garbage_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, 20, 20)
-
-
-GC_THRESHOLD = 200_000
 
 
 def main(layer: str) -> int:
