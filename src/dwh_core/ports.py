@@ -59,7 +59,7 @@ class VaultTransaction(Protocol):
     def save(self, rows: VaultRows, states: Sequence[SatelliteState]) -> None:
         """Hubs and links once per key (the first load wins); the satellite rows as
         given (already decided by :func:`~dwh_core.vault.satellite_changes`); the states
-        replaced."""
+        replaced. Called once per transaction."""
         ...
 
 

@@ -72,6 +72,7 @@ from dwh_core.vault import (
     vault_rows,
 )
 from tests.support.builders import BASE_TIME, MENU_A, MENU_B, order, restaurant, to_bytes, user
+from tests.support.databases import fresh_database as throwaway_database
 from tests.support.oracle import expected_marts
 from tests.support.pipeline import dictionaries_of
 
@@ -150,19 +151,10 @@ def test_a_worker_refuses_a_database_that_was_never_migrated(settings: PgSetting
 
 
 @pytest.fixture
-def fresh_database(settings: PgSettings, db: Connection) -> Iterator[PgSettings]:
-    """A throwaway database, dropped afterwards (needs the CREATEDB privilege)."""
-    (allowed,) = select(
-        db, "SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user"
-    )[0]
-    if not allowed:
-        pytest.skip(f"role {settings.user} may not create databases (ALTER ROLE ... CREATEDB)")
-    name = f"dwh_test_{uuid.uuid4().hex}"
-    db.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield attrs.evolve(settings, dbname=name)
-    finally:
-        db.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+def fresh_database(settings: PgSettings) -> Iterator[PgSettings]:
+    """A throwaway database with no schema yet, dropped afterwards."""
+    with throwaway_database(settings, migrated=False) as fresh:
+        yield fresh
 
 
 def test_a_fresh_database_is_refused_then_migrated_once_by_two_concurrent_migrators(
@@ -490,8 +482,8 @@ def test_a_vault_transaction_that_raises_leaves_nothing(vault: VaultHarness) -> 
 def test_the_vault_store_stages_its_batches_again_after_a_rollback_or_a_reconnect(
     settings: PgSettings, db: Connection
 ) -> None:
-    """The staging tables are temporary: made in a connection's first transaction (and
-    gone with it if it rolls back), gone with the connection, empty after each commit."""
+    """The staging tables are temporary: made when the store connects, gone with the
+    connection, left empty by a commit and by a rollback alike."""
     with PostgresVaultStore(settings) as store:
         rows = vault_rows([enriched(1, [0, 1])], T0, SOURCE)
         states = satellite_changes(rows.satellites, {}).states
@@ -512,6 +504,34 @@ def test_the_vault_store_stages_its_batches_again_after_a_rollback_or_a_reconnec
     orders = select(db, "SELECT order_id FROM dds.h_order ORDER BY order_id")
     assert orders == [(1,), (2,)]
     assert select(db, "SELECT count(*) FROM dds.l_order_product") == [(4,)]
+
+
+def test_a_vault_transaction_on_postgres_saves_once(settings: PgSettings, db: Connection) -> None:
+    rows = vault_rows([enriched(1, [0])], T0, SOURCE)
+    states = satellite_changes(rows.satellites, {}).states
+    with (
+        PostgresVaultStore(settings) as store,
+        pytest.raises(RuntimeError, match="saves once"),
+        store.transaction() as transaction,
+    ):
+        transaction.save(rows, states)
+        transaction.save(rows, states)
+    assert select(db, "SELECT count(*) FROM dds.h_order") == [(0,)]
+
+
+def test_keys_claimed_but_not_saved_leave_no_placeholder_rows(
+    settings: PgSettings, db: Connection
+) -> None:
+    """Shared satellite keys and order keys are claimed with placeholder rows so that
+    two replicas cannot both take them for new; what a transaction claimed and did not
+    save is released before it commits."""
+    product = ("product_names", hash_key("a product no order has"))
+    with PostgresVaultStore(settings) as vault, vault.transaction() as transaction:
+        assert transaction.satellite_states({product}) == {}
+    with PostgresCounterStore(settings) as store, store.transaction() as counters:
+        assert counters.ledger({hash_key(424242)}) == {}
+    assert select(db, "SELECT count(*) FROM dds.satellite_state") == [(0,)]
+    assert select(db, "SELECT count(*) FROM cdm.order_contributions") == [(0,)]
 
 
 # --- CounterStore contract ------------------------------------------------------------

@@ -16,15 +16,17 @@ from dwh_adapters.postgres.settings import PgSettings, connect
 
 
 @contextmanager
-def fresh_database(base: PgSettings) -> Iterator[PgSettings]:
-    """A new database migrated to the latest schema; dropped afterwards."""
+def fresh_database(base: PgSettings, migrated: bool = True) -> Iterator[PgSettings]:
+    """A new database, migrated to the latest schema unless told not to; dropped
+    afterwards."""
     name = f"dwh_test_{uuid.uuid4().hex[:10]}"
     with connect(base, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     settings = attrs.evolve(base, dbname=name)
     try:
-        with connect(settings, autocommit=True) as connection:
-            migrate(connection)
+        if migrated:
+            with connect(settings, autocommit=True) as connection:
+                migrate(connection)
         yield settings
     finally:
         _drop(base, name)

@@ -45,3 +45,10 @@ def test_a_coordinator_that_never_gets_ready_fails_with_its_error(
         until_coordinator_ready(request, "test")
     assert raised.value.args[0].code() == KafkaError.NOT_COORDINATOR
     assert 1 < request.calls < 1000
+
+
+def test_no_wait_asks_once() -> None:
+    request = Flaky([KafkaError.NOT_COORDINATOR])
+    with pytest.raises(KafkaException):
+        until_coordinator_ready(request, "test", wait_s=0)
+    assert request.calls == 1

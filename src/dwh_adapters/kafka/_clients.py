@@ -113,10 +113,13 @@ def watermarks(
     }
 
 
-def until_coordinator_ready(request: Callable[[], T], what: str) -> T:
-    """The request's answer, asked again while the group's coordinator is not ready,
-    for up to ``COORDINATOR_WAIT_S``; then its last error is raised."""
-    deadline = time.monotonic() + COORDINATOR_WAIT_S
+def until_coordinator_ready(
+    request: Callable[[], T], what: str, wait_s: float = COORDINATOR_WAIT_S
+) -> T:
+    """The request's answer, asked again while the group's coordinator is not ready
+    and ``wait_s`` has not passed since the first attempt; then its last error is
+    raised. ``wait_s=0`` asks once."""
+    deadline = time.monotonic() + wait_s
     pause = 0.05
     while True:
         try:
@@ -132,8 +135,15 @@ def until_coordinator_ready(request: Callable[[], T], what: str) -> T:
         pause = min(pause * 2, 1.0)
 
 
-def committed(client: Consumer, topic: str, partitions: Iterable[int]) -> dict[int, int]:
-    """The client's group's committed offset of each partition; ``NO_OFFSET`` if none."""
+def committed(
+    client: Consumer,
+    topic: str,
+    partitions: Iterable[int],
+    wait_s: float = COORDINATOR_WAIT_S,
+) -> dict[int, int]:
+    """The client's group's committed offset of each partition; ``NO_OFFSET`` if none.
+    A coordinator that is not ready is asked again for up to ``wait_s``
+    (:func:`until_coordinator_ready`)."""
     asked = [TopicPartition(topic, partition) for partition in partitions]
     if not asked:
         return {}
@@ -146,4 +156,4 @@ def committed(client: Consumer, topic: str, partitions: Iterable[int]) -> dict[i
             offsets[tp.partition] = tp.offset
         return offsets
 
-    return until_coordinator_ready(ask, f"committed offsets of {topic}")
+    return until_coordinator_ready(ask, f"committed offsets of {topic}", wait_s)

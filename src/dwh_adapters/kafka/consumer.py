@@ -115,7 +115,8 @@ class KafkaBatchConsumer(Closeable):
             return {}
         unread = [p for p in self._assignment if p not in self._positions]
         if unread:
-            self._positions.update(committed(consumer, self._topic, unread))
+            # A metric between batches: one attempt, never a wait for the coordinator.
+            self._positions.update(committed(consumer, self._topic, unread, wait_s=0))
         lags: dict[int, int] = {}
         for partition in sorted(self._assignment):
             tp = TopicPartition(self._topic, partition)

@@ -28,7 +28,7 @@ class ConnectionOwner(Closeable):
     def _transaction(self) -> Iterator[psycopg.Connection[TupleRow]]:
         """One transaction: committed when the block ends normally, else rolled back."""
         if self._connection is None:
-            self._connection = connect(self._settings)
+            self._connection = self._connect()
         connection = self._connection
         try:
             with connection.transaction():
@@ -37,6 +37,20 @@ class ConnectionOwner(Closeable):
             if isinstance(exc, psycopg.OperationalError) or connection.broken or connection.closed:
                 self.close()
             raise
+
+    def _connect(self) -> psycopg.Connection[TupleRow]:
+        connection = connect(self._settings)
+        try:
+            with connection.transaction():
+                self._prepare(connection)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _prepare(self, connection: psycopg.Connection[TupleRow]) -> None:
+        """Set up a new connection's session, in a transaction of its own that commits
+        before the first batch's; nothing by default."""
 
     def close(self) -> None:
         """Close the connection, if one is open; the next call opens a new one."""

@@ -184,9 +184,9 @@ class PostgresMarts(ConnectionOwner):
         assert row is not None
         return Totals(*row)
 
-    def row_counts(self) -> dict[str, int]:
-        """Rows per warehouse table (``schema.table``)."""
-        return self._row_counts(WAREHOUSE_TABLES)
+    def row_counts(self, tables: tuple[str, ...] = WAREHOUSE_TABLES) -> dict[str, int]:
+        """Rows per warehouse table (``schema.table``), of every table or of those named."""
+        return self._row_counts(tables)
 
     def satellite_row_counts(self) -> dict[str, int]:
         """Rows per satellite table (``dds.s_...``)."""

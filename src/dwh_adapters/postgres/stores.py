@@ -22,7 +22,6 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 
 from dwh_adapters.postgres.connection import ConnectionOwner
-from dwh_adapters.postgres.settings import PgSettings
 from dwh_adapters.postgres.statements import (
     StagedInsert,
     arrays_of,
@@ -193,6 +192,7 @@ class PostgresVaultTransaction:
     def __init__(self, conn: psycopg.Connection[TupleRow]) -> None:
         self._conn = conn
         self._placeholders: set[tuple[str, uuid.UUID]] = set()
+        self._saved = False
 
     def satellite_states(
         self, keys: Collection[tuple[str, uuid.UUID]]
@@ -213,6 +213,10 @@ class PostgresVaultTransaction:
         }
 
     def save(self, rows: VaultRows, states: Sequence[SatelliteState]) -> None:
+        # The staging tables empty at commit: a second save would insert the first's rows again.
+        if self._saved:
+            raise RuntimeError("a vault transaction saves once")
+        self._saved = True
         self._placeholders -= {(state.name, state.hub_pk) for state in states}
         batches = _vault_batches(rows, states)
         with self._conn.cursor() as cursor:
@@ -224,11 +228,11 @@ class PostgresVaultTransaction:
         """Drop the claims that no state replaced (keys asked about but not saved)."""
         if self._placeholders:
             placeholders = sorted(self._placeholders, key=_by_name_and_key)
-            self._conn.execute(_RELEASE_STATES, arrays_of(placeholders))
+            self._conn.execute(_RELEASE_STATES, [PLACEHOLDER_TS, *arrays_of(placeholders)])
 
 
 _RELEASE_STATES = sql.SQL(
-    "DELETE FROM dds.satellite_state WHERE source_ts = '0001-01-01'"
+    "DELETE FROM dds.satellite_state WHERE source_ts = %b"
     " AND (satellite, hub_pk) IN (SELECT * FROM unnest(%b::varchar[], %b::uuid[]))"
 )
 
@@ -236,20 +240,15 @@ _RELEASE_STATES = sql.SQL(
 class PostgresVaultStore(ConnectionOwner):
     """:class:`~dwh_core.ports.VaultStore` on the ``dds`` tables."""
 
-    def __init__(self, settings: PgSettings) -> None:
-        super().__init__(settings)
-        self._staged: psycopg.Connection[TupleRow] | None = None
+    def _prepare(self, connection: psycopg.Connection[TupleRow]) -> None:
+        connection.execute(_CREATE_STAGING)
 
     @contextmanager
     def transaction(self) -> Iterator[PostgresVaultTransaction]:
         with self._transaction() as conn:
-            if conn is not self._staged:
-                conn.execute(_CREATE_STAGING)
             transaction = PostgresVaultTransaction(conn)
             yield transaction
             transaction.release_placeholders()
-        # Made in the first transaction of a connection, and gone if it rolled back.
-        self._staged = conn
 
 
 def _counter_update(table: str, key: str, name: str) -> sql.Composed:
@@ -355,9 +354,8 @@ class PostgresCounterTransaction:
 
 def _release_ledger(conn: psycopg.Connection[TupleRow], keys: set[uuid.UUID]) -> None:
     conn.execute(
-        "DELETE FROM cdm.order_contributions WHERE update_ts = '0001-01-01'"
-        " AND order_key = ANY(%b::uuid[])",
-        (sorted(keys, key=attrgetter("int")),),
+        "DELETE FROM cdm.order_contributions WHERE update_ts = %b AND order_key = ANY(%b::uuid[])",
+        (PLACEHOLDER_TS, sorted(keys, key=attrgetter("int"))),
     )
 
 
