@@ -16,7 +16,10 @@ from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
 from dwh_adapters.kafka import KafkaSettings
+from dwh_core.messages import dead_letter_topic
 from dwh_workers import config
+
+ORDERS_TOPIC = config.LAYERS["stg"].source_topic
 
 Command = Callable[[argparse.Namespace], int]
 KAFKA_TIMEOUT_S = 8.0
@@ -196,7 +199,7 @@ def _topics_create(args: argparse.Namespace) -> int:
     from dwh_adapters.kafka import ensure_topics
 
     topics = [layer.source_topic for layer in config.LAYERS.values()] + [
-        f"{layer.source_topic}-dlq" for layer in config.LAYERS.values()
+        dead_letter_topic(layer.source_topic) for layer in config.LAYERS.values()
     ]
     created = ensure_topics(_kafka(), topics, partitions=args.partitions)
     print(
@@ -325,7 +328,7 @@ def _add_sources(commands: _Commands) -> None:
         help="skip the first N orders of the seeded feed (a backlog produced before), so "
         "that new order ids and later timestamps follow",
     )
-    generate.add_argument("--topic", default="order-service_orders")
+    generate.add_argument("--topic", default=ORDERS_TOPIC)
     generate.add_argument("--seed", type=int, default=1)
     generate.add_argument(
         "--dictionary-seed",
@@ -404,7 +407,7 @@ def _add_repairs(commands: _Commands) -> None:
         dead,
         "dead-letters list",
     )
-    listing.add_argument("--topic", default="order-service_orders-dlq")
+    listing.add_argument("--topic", default=dead_letter_topic(ORDERS_TOPIC))
     listing.add_argument("--limit", type=int, default=None)
     listing.add_argument(
         "--all",
@@ -418,7 +421,7 @@ def _add_repairs(commands: _Commands) -> None:
         dead,
         "dead-letters redrive",
     )
-    redrive.add_argument("--topic", default="order-service_orders-dlq")
+    redrive.add_argument("--topic", default=dead_letter_topic(ORDERS_TOPIC))
     redrive.add_argument("--reason", help="only letters whose reason contains this text")
 
     replay = commands.command(

@@ -186,12 +186,9 @@ def services(environ: Mapping[str, str] | None = None) -> Services:
 def load(layer: str, environ: Mapping[str, str] | None = None) -> Settings:
     """All settings of a worker of ``layer`` (``stg``, ``dds``, ``cdm``)."""
     env = _Env(os.environ if environ is None else environ)
-    settings = Settings(
+    return Settings(
         kafka=kafka_settings(env),
         redis=redis_settings(env),
         postgres=postgres_settings(env),
         worker=worker_settings(env, layer),
     )
-    if layer != "cdm" and not settings.worker.destination_topic:
-        raise ConfigError(f"KAFKA_DESTINATION_TOPIC is required for the {layer} worker")
-    return settings

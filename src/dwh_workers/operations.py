@@ -20,6 +20,7 @@ from dwh_adapters.kafka import (
 )
 from dwh_adapters.postgres.marts import PostgresMarts, Totals, UserRef
 from dwh_adapters.postgres.settings import PgSettings
+from dwh_core.messages import dead_letter_topic
 from dwh_workers.config import LAYERS, Layer, Services
 from dwh_workers.progress import Board
 
@@ -130,14 +131,10 @@ def layer_states(kafka: KafkaSettings) -> list[LayerState]:
             members=group_members(kafka, layer.consumer_group),
             in_topic=topic_message_count(kafka, layer.source_topic),
             lag=sum(consumer_group_lag(kafka, layer.consumer_group, layer.source_topic).values()),
-            dead_letters=topic_message_count(kafka, dead_letter_topic(layer)),
+            dead_letters=topic_message_count(kafka, dead_letter_topic(layer.source_topic)),
         )
         for layer in LAYERS.values()
     ]
-
-
-def dead_letter_topic(layer: Layer) -> str:
-    return f"{layer.source_topic}-dlq"
 
 
 def probe(port: int, path: str = "/readyz", host: str = "127.0.0.1") -> str:
@@ -201,7 +198,7 @@ def watch(
         with PostgresMarts(services.postgres) as warehouse:
             while True:
                 states = layer_states(services.kafka)
-                counts = warehouse.row_counts()
+                counts = warehouse.row_counts(tuple(LAYER_ORDERS_TABLE.values()))
                 for state in states:
                     note = _watch_note(state, counts)
                     board.set(state.layer.name, state.processed, state.in_topic, note)

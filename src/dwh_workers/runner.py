@@ -111,7 +111,8 @@ class Worker:
             while not self._stopping.is_set():
                 self._metrics.tick()
                 batch = self._retry(self._consumer.consume)
-                if batch and self._process(batch):
+                if batch:
+                    self._process(batch)
                     self._retry(partial(self._consumer.commit, batch))
                     self._metrics.gauge("dwh_last_processed_timestamp_seconds", time.time())
                 self._report_lag()
@@ -122,22 +123,22 @@ class Worker:
             self._consumer.close()
             log.info("worker stopped", extra={"stage": self._service.stage})
 
-    def _process(self, batch: Sequence[InMessage]) -> bool:
+    def _process(self, batch: Sequence[InMessage]) -> None:
         started = time.perf_counter()
         try:
             result = self._retry(partial(self._service.handle, batch))
         except Abandoned:
             raise
         except Exception as exc:
-            return self._isolate(batch, exc)
+            self._isolate(batch, exc)
+            return
         self._metrics.observe_batch(time.perf_counter() - started)
         self._metrics.count("dwh_batches_total")
         self._metrics.count("dwh_messages_in_total", result.received)
         self._metrics.count("dwh_messages_out_total", result.processed)
         self._metrics.count("dwh_dead_letters_total", result.dead_lettered)
-        return True
 
-    def _isolate(self, batch: Sequence[InMessage], exc: Exception) -> bool:
+    def _isolate(self, batch: Sequence[InMessage], exc: Exception) -> None:
         self._metrics.count("dwh_batch_failures_total", error=type(exc).__name__)
         if len(batch) == 1:
             [message] = batch
@@ -155,13 +156,14 @@ class Worker:
             self._retry(partial(self._dead_letters.send, [letter]))
             self._metrics.count("dwh_messages_in_total")
             self._metrics.count("dwh_dead_letters_total")
-            return True
+            return
         log.warning(
             "batch failed permanently; isolating the message that fails",
             extra={"size": len(batch), "error": f"{type(exc).__name__}: {exc}"},
         )
         middle = len(batch) // 2
-        return self._process(batch[:middle]) and self._process(batch[middle:])
+        self._process(batch[:middle])
+        self._process(batch[middle:])
 
     def _retry(self, action: Callable[[], T]) -> T:
         retrying = backoff(self._is_transient, self._stopping, self._not_ready, self._max_backoff_s)
