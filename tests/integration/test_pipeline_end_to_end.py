@@ -5,9 +5,9 @@ messages, SIGKILL crashes, replays and two replicas per layer."""
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from functools import partial
-from itertools import islice
 
 import pytest
 from confluent_kafka.admin import AdminClient
@@ -15,6 +15,7 @@ from confluent_kafka.admin import AdminClient
 from dwh_adapters.kafka import (
     StoredDeadLetter,
     consumer_group_lag,
+    group_members,
     read_dead_letters,
 )
 from dwh_adapters.postgres.marts import PostgresMarts
@@ -141,7 +142,6 @@ def test_sigkill_at_every_layer_in_the_middle_of_a_backlog_leaves_exact_marts(
     def reached(table: str, at: int) -> bool:
         return rows(table) >= at
 
-    kills = 0
     with running(topology, extra_env=small_batches) as workers:
         for layer, table, at in (
             ("stg", "stg.order_events", 3000),
@@ -151,12 +151,12 @@ def test_sigkill_at_every_layer_in_the_middle_of_a_backlog_leaves_exact_marts(
             ("stg", "stg.order_events", 15_000),
         ):
             wait_for(partial(reached, table, at), 120, f"{table} >= {at}")
-            workers[layer][0].kill()
-            kills += 1
+            killed = workers[layer][0]
+            killed.kill()
+            assert killed.process.returncode == -signal.SIGKILL, f"{layer} was not killed"
             workers[layer][0] = start_worker(topology, layer, small_batches)
         wait_for_marts(warehouse, good)
 
-    assert kills == 5
     assert rows("cdm.order_contributions") == len({json.loads(m)["object_id"] for m in good})
 
 
@@ -202,10 +202,12 @@ def test_two_replicas_of_each_worker_give_the_same_marts_as_one(
     topology: Topology,
 ) -> None:
     good = feed(8000, seed=24)
-    produce(topology.source, list(islice(good, 4000)))
+    produce(topology.source, good[:4000])
     with running(topology, replicas=2):
         produce(topology.source, good[4000:])
         wait_for_marts(warehouse, good)
+        members = {layer: group_members(KAFKA, topology.group(layer)) for layer in LAYERS}
+    assert members == dict.fromkeys(LAYERS, 2), "a replica did not join its layer's group"
     with PostgresMarts(warehouse) as marts:
         names = marts.row_counts()
     assert names["dds.s_product_names"] == names["dds.h_product"]

@@ -116,9 +116,6 @@ class WorkerProcess:
             self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=timeout)
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
 
 def start_worker(
     topology: Topology, layer: str, extra_env: Mapping[str, str] | None = None
