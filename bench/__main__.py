@@ -80,9 +80,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.orders < 1 or args.baseline_orders < 1:
-        _parser().error("--orders and --baseline-orders must be at least 1")
-    seconds = args.freshness_seconds or (QUICK_FRESHNESS_S if args.quick else 20.0)
+    if args.orders < 1 or args.baseline_orders < 1 or args.partitions < 1:
+        _parser().error("--orders, --baseline-orders and --partitions must be at least 1")
+    if args.freshness_seconds is not None and args.freshness_seconds <= 0:
+        _parser().error("--freshness-seconds must be above 0")
+    seconds = args.freshness_seconds
+    if seconds is None:
+        seconds = QUICK_FRESHNESS_S if args.quick else 20.0
     options = Options(
         orders=args.orders,
         baseline_orders=args.baseline_orders,

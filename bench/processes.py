@@ -44,6 +44,13 @@ def usage_of(pid: int) -> Usage:
     )
 
 
+def _is_kafka_broker(proc: Path) -> bool:
+    try:
+        return b"kafka.Kafka" in (proc / "cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def service_cpu() -> dict[str, float]:
     """CPU seconds so far of every live PostgreSQL, Kafka and Redis process, by service
     (all of PostgreSQL's backends, ours or not)."""
@@ -55,6 +62,8 @@ def service_cpu() -> dict[str, float]:
             continue
         comm = text[text.index("(") + 1 : text.rindex(")")]
         service = SERVICES.get(comm)
+        if service == "kafka" and not _is_kafka_broker(stat_path.parent):
+            continue  # another JVM (Maven, say)
         if service:
             fields = text.rsplit(")", 1)[1].split()
             totals[service] += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
