@@ -47,7 +47,7 @@ class InMemoryRawEventStore:
     def save(self, events: Sequence[RawEvent]) -> None:
         for event in events:
             current = self.events.get(event.object_id)
-            if current is None or event.update_ts > current.update_ts:
+            if current is None or event.version > current.version:
                 self.events[event.object_id] = event
 
 
@@ -73,7 +73,7 @@ class _InMemoryVaultTransaction:
             for link in rows.links:
                 store.links[link.name].setdefault(link.pk, link)
             for sat in rows.satellites:
-                store.satellites[sat.name][sat.hub_pk].append(sat)
+                store.add_satellite(sat)
             store.states.update(((state.name, state.hub_pk), state) for state in states)
 
 
@@ -94,6 +94,13 @@ class InMemoryVaultStore:
         transaction = _InMemoryVaultTransaction(self)
         yield transaction
         transaction.commit()
+
+    def add_satellite(self, row: Satellite) -> None:
+        """One row per key and ``source_ts``, as the table's primary key: a row at the
+        same ``source_ts`` (a version that won the tie-break) replaces the one there."""
+        history = self.satellites[row.name][row.hub_pk]
+        history[:] = [kept for kept in history if kept.source_ts != row.source_ts]
+        history.append(row)
 
     def current(self, name: str, hub_pk: uuid.UUID) -> Satellite | None:
         """The satellite row with the greatest ``source_ts`` of a key."""

@@ -5,7 +5,8 @@ user's counter for a product (or a category) is the number of distinct counted o
 that contain it.
 
 How it stays exact and idempotent: **deltas guarded by a ledger.** For every order the
-store keeps one ledger row, a :class:`Contribution`: the ``update_ts`` of the newest
+store keeps one ledger row, a :class:`Contribution`: the version
+(:class:`~dwh_core.versions.Version`: ``update_ts`` and its tie-break) of the newest
 version applied so far and the product and category keys that version counts under
 (empty unless it is ``CLOSED``). A batch of order versions is reduced to the newest
 version per order; a version no newer than the ledger's is stale or a replay and changes
@@ -21,8 +22,8 @@ that grows with history; the ledger costs one indexed read and one write per ord
 whatever the history, and keeps the CDM layer independent of the DDS tables, so the two
 can live in different databases.
 
-At equal ``update_ts`` the version applied first is kept (the satellites follow the
-same rule).
+At equal ``update_ts`` the tie-break of :mod:`dwh_core.versions` decides, as in every
+other layer, so the result does not depend on the order of arrival.
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 
 from attrs import frozen
 
 from dwh_core.orders import OrderFacts
+from dwh_core.versions import Version
 
 
 @frozen
@@ -43,7 +44,7 @@ class Contribution:
 
     order_key: uuid.UUID
     user_key: uuid.UUID
-    update_ts: datetime
+    version: Version
     products: frozenset[uuid.UUID]
     categories: frozenset[uuid.UUID]
 
@@ -69,11 +70,11 @@ class CounterUpdate:
 
 
 def newest_versions(versions: Iterable[OrderFacts]) -> dict[uuid.UUID, OrderFacts]:
-    """The newest version of each order; at equal ``update_ts`` the first one seen."""
+    """The newest version of each order (:mod:`dwh_core.versions`)."""
     newest: dict[uuid.UUID, OrderFacts] = {}
     for facts in versions:
         seen = newest.get(facts.order_key)
-        if seen is None or facts.update_ts > seen.update_ts:
+        if seen is None or facts.version > seen.version:
             newest[facts.order_key] = facts
     return newest
 
@@ -83,7 +84,7 @@ def contribution_of(facts: OrderFacts) -> Contribution:
     return Contribution(
         order_key=facts.order_key,
         user_key=facts.user_key,
-        update_ts=facts.update_ts,
+        version=facts.version,
         products=frozenset(p.key for p in facts.products) if counted else frozenset(),
         categories=frozenset(c.key for c in facts.categories) if counted else frozenset(),
     )
@@ -100,9 +101,9 @@ def plan_update(
     contributions: list[Contribution] = []
     for order_key, facts in newest_versions(versions).items():
         old = ledger.get(order_key)
-        if old is not None and old.update_ts >= facts.update_ts:
-            continue
         new = contribution_of(facts)
+        if old is not None and old.version >= new.version:
+            continue
         names.update((p.key, p.name) for p in facts.products)
         names.update((c.key, c.name) for c in facts.categories)
         product_deltas.update((new.user_key, key) for key in new.products)

@@ -58,8 +58,9 @@ class Catalog:
             return UnknownReference(f"{kind} {entry_id}: unreadable dictionary entry: {exc}")
 
 
-def enrich(order: Order, catalog: Catalog) -> EnrichedOrder:
-    """The enriched order (CONTRACT.md §2); raises :class:`UnknownReference`."""
+def enrich(order: Order, catalog: Catalog, content_hash: str) -> EnrichedOrder:
+    """The enriched order (CONTRACT.md §2), carrying the ``content_hash`` of the message
+    it came from (:mod:`dwh_core.versions`); raises :class:`UnknownReference`."""
     payload = order.payload
     user = catalog.user(payload.user.id)
     restaurant = catalog.restaurant(payload.restaurant.id)
@@ -82,5 +83,6 @@ def enrich(order: Order, catalog: Catalog) -> EnrichedOrder:
             restaurant=NamedRef(restaurant.id, restaurant.name),
             user=EnrichedUser(user.id, user.name, user.login),
             products=products,
+            content_hash=content_hash,
         ),
     )

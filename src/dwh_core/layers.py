@@ -9,7 +9,7 @@ publish. The next layer's writes are idempotent and version-aware, so this is sa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from attrs import frozen
@@ -21,7 +21,6 @@ from dwh_core.orders import Order
 from dwh_core.parsing import (
     InvalidMessage,
     encode,
-    encode_json,
     parse_enriched_order,
     parse_order_document,
     parse_order_facts,
@@ -37,6 +36,7 @@ from dwh_core.ports import (
     VaultStore,
 )
 from dwh_core.vault import VaultRows, order_facts, satellite_changes, vault_rows
+from dwh_core.versions import Version, content_hash, tiebreak
 
 T = TypeVar("T")
 
@@ -66,13 +66,13 @@ def _parse_all(
     return parsed, letters
 
 
-def _raw_event(order: Order, document: Mapping[str, object]) -> RawEvent:
+def _raw_event(order: Order, raw: bytes, digest: str) -> RawEvent:
     return RawEvent(
         object_id=order.object_id,
         object_type=order.object_type,
         sent_dttm=order.sent_dttm,
-        update_ts=order.payload.update_ts,
-        payload=encode_json(document["payload"]).decode("utf-8"),
+        version=Version(order.payload.update_ts, tiebreak(order.payload.final_status, digest)),
+        message=raw.decode("utf-8"),
     )
 
 
@@ -101,12 +101,13 @@ class StgService:
         events: list[RawEvent] = []
         out: list[OutMessage] = []
         for message, (order, document) in parsed:
+            digest = content_hash(document)
             try:
-                enriched = enrich(order, catalog)
+                enriched = enrich(order, catalog, digest)
             except UnknownReference as exc:
                 letters.append(DeadLetter(message, self.stage, str(exc)))
                 continue
-            events.append(_raw_event(order, document))
+            events.append(_raw_event(order, message.value or b"", digest))
             out.append(OutMessage(order.payload.user.id.encode(), encode(enriched)))
         if events:
             self._events.save(events)

@@ -25,8 +25,30 @@ class OutMessage:
     value: bytes
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+def shorten(value: object, limit: int = 60) -> str:
+    """``repr(value)`` in at most about ``limit`` characters: a longer one keeps its
+    first ``limit`` characters and says how long the whole is (``'xxxx… (5,242,882
+    characters)``), so that a reason quoting a huge value stays short."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text):,} characters)"
+
+
+MAX_REASON = 500
+"""The most characters a dead letter's reason has (at most 2,000 bytes of UTF-8), so
+that a letter is never much larger than the message it carries."""
+
+
+def bounded_reason(text: str, limit: int = MAX_REASON) -> str:
+    """``text`` as one line of at most ``limit`` characters: runs of whitespace become one
+    space, and a longer text keeps its start and says how long the whole was."""
+    # Collapse only a prefix: a reason of megabytes is never split whole.
+    line = " ".join(text[: limit * 4].split())
+    if len(line) <= limit and len(text) <= limit * 4:
+        return line
+    marker = f"… ({len(text):,} characters)"
+    return line[: limit - len(marker)] + marker
 
 
 @frozen
@@ -34,17 +56,31 @@ class DeadLetter:
     """A message that can never succeed as it is: the original, unchanged, with why.
 
     ``stage`` is the layer that rejected it (``stg``, ``dds``, ``cdm``); ``reason`` is one
-    line. The original bytes go to ``<source topic>-dlq`` with these in headers.
+    line of at most :data:`MAX_REASON` characters (:func:`bounded_reason`: a longer one
+    is cut, whatever it quotes), so that the letter fits wherever its original fitted.
+    The original bytes go to ``<source topic>-dlq`` with these in headers.
     """
 
     message: InMessage
     stage: str
-    reason: str = field(converter=_one_line)
+    reason: str = field(converter=bounded_reason)
 
     @property
     def topic(self) -> str:
         return dead_letter_topic(self.message.topic)
 
 
+DEAD_LETTER_SUFFIX = "-dlq"
+
+
 def dead_letter_topic(source_topic: str) -> str:
-    return f"{source_topic}-dlq"
+    """Where the letters of ``source_topic`` go: ``<source topic>-dlq``."""
+    return f"{source_topic}{DEAD_LETTER_SUFFIX}"
+
+
+def source_of_dead_letters(topic: str) -> str | None:
+    """The source topic whose dead letters ``topic`` holds (its name without ``-dlq``),
+    or None if it is not a dead-letter topic."""
+    if not topic.endswith(DEAD_LETTER_SUFFIX) or topic == DEAD_LETTER_SUFFIX:
+        return None
+    return topic.removesuffix(DEAD_LETTER_SUFFIX)

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import NewType
 
 from attrs import frozen
 
+from dwh_core.versions import Version, tiebreak
+
 CLOSED = "CLOSED"
 CANCELLED = "CANCELLED"
+
+# An order id: stored as PostgreSQL ``int``, so parsing accepts only -2^31 <= id < 2^31.
+OrderId = NewType("OrderId", int)
 
 
 @frozen
@@ -53,7 +59,7 @@ class OrderPayload:
 class Order:
     """One version of an order, as the order feed sends it (CONTRACT.md §1.1)."""
 
-    object_id: int
+    object_id: OrderId
     object_type: str
     sent_dttm: datetime
     payload: OrderPayload
@@ -114,7 +120,7 @@ class Product:
 
 @frozen
 class EnrichedPayload:
-    id: int
+    id: OrderId
     date: datetime
     cost: int
     payment: int
@@ -123,15 +129,23 @@ class EnrichedPayload:
     restaurant: NamedRef
     user: EnrichedUser
     products: list[Product]
+    # The hash of the message STG received (dwh_core.versions); empty from older producers.
+    content_hash: str = ""
 
 
 @frozen
 class EnrichedOrder:
     """An order with names, logins and categories from the dictionaries (STG -> DDS)."""
 
-    object_id: int
+    object_id: OrderId
     object_type: str
     payload: EnrichedPayload
+
+    @property
+    def version(self) -> Version:
+        return Version(
+            self.payload.update_ts, tiebreak(self.payload.status, self.payload.content_hash)
+        )
 
 
 @frozen
@@ -148,13 +162,18 @@ class OrderFacts:
     """
 
     order_key: uuid.UUID
-    order_id: int
+    order_id: OrderId
     user_key: uuid.UUID
     user_id: str
     update_ts: datetime
     status: str
     products: list[KeyName]
     categories: list[KeyName]
+    content_hash: str = ""
+
+    @property
+    def version(self) -> Version:
+        return Version(self.update_ts, tiebreak(self.status, self.content_hash))
 
     @property
     def counts(self) -> bool:

@@ -5,6 +5,14 @@ is not an int, ``1.5`` is not an int, ``true`` is not an int), missing fields ar
 rejected, and the error names the path (``$.payload.order_items[0].price: expected int,
 got string``). Unknown extra fields are tolerated, since the feeds may grow.
 
+Every value must also fit where the warehouse stores it (docs/CONTRACT.md §7), so that
+nothing is wrapped, truncated or refused later by PostgreSQL: integers are at most
+:data:`MAX_INTEGER` in magnitude (money is stored as ``numeric(19,5)``), an order id
+fits PostgreSQL's ``int``, text is at most :data:`MAX_TEXT` characters (a business key
+must fit a btree index entry) and holds no NUL, and a timestamp with a time zone must
+stay within years 1 to 9999 in UTC. A dictionary entry is parsed by the same rules, so
+a bad one is rejected by STG, where a re-drive can help once it is fixed.
+
 Two converters share the strict hooks: a fast one for the common, valid case, and one
 with detailed validation that runs only on failure, to name every bad path.
 """
@@ -22,11 +30,13 @@ from cattrs import Converter, transform_error
 from cattrs.cols import is_sequence, list_structure_factory
 from cattrs.gen import make_dict_structure_fn, override
 
+from dwh_core.messages import shorten
 from dwh_core.orders import (
     EnrichedOrder,
     MenuItem,
     Order,
     OrderFacts,
+    OrderId,
     Restaurant,
     User,
 )
@@ -34,6 +44,12 @@ from dwh_core.orders import (
 T = TypeVar("T")
 
 ORDER_OBJECT_TYPE = "order"
+# numeric(19,5) keeps 14 digits before the point.
+MAX_INTEGER = 10**14 - 1
+# PostgreSQL ``int``.
+ORDER_ID_RANGE = (-(2**31), 2**31 - 1)
+# 500 characters are at most 2,000 bytes of UTF-8: under the 2,704 bytes of a btree entry.
+MAX_TEXT = 500
 
 
 class InvalidMessage(ValueError):
@@ -45,13 +61,31 @@ def _json_type(value: object) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _expect(kind: type, label: str) -> Callable[[Any, Any], Any]:
-    def structure(value: Any, _: Any) -> Any:
-        if type(value) is not kind:
-            raise TypeError(f"expected {label}, got {_json_type(value)}")
-        return value
+def _integer(value: Any, _: Any) -> int:
+    if type(value) is not int:
+        raise TypeError(f"expected int, got {_json_type(value)}")
+    if not -MAX_INTEGER <= value <= MAX_INTEGER:
+        raise ValueError(f"{shorten(value)} is out of range (at most {MAX_INTEGER} in magnitude)")
+    return value
 
-    return structure
+
+def _order_id(value: Any, _: Any) -> int:
+    if type(value) is not int:
+        raise TypeError(f"expected int, got {_json_type(value)}")
+    low, high = ORDER_ID_RANGE
+    if not low <= value <= high:
+        raise ValueError(f"order id {shorten(value)} is out of range ({low} to {high})")
+    return value
+
+
+def _text(value: Any, _: Any) -> str:
+    if type(value) is not str:
+        raise TypeError(f"expected string, got {_json_type(value)}")
+    if len(value) > MAX_TEXT:
+        raise ValueError(f"text of {len(value)} characters, more than {MAX_TEXT}: {shorten(value)}")
+    if "\x00" in value:
+        raise ValueError(f"a NUL character is not allowed in text: {shorten(value)}")
+    return value
 
 
 def _timestamp(value: Any, _: Any) -> datetime:
@@ -59,10 +93,14 @@ def _timestamp(value: Any, _: Any) -> datetime:
         raise TypeError(f"expected timestamp string, got {_json_type(value)}")
     try:
         parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is not None:
+            parsed = parsed.astimezone(UTC).replace(tzinfo=None)
     except ValueError:
-        raise ValueError(f"expected timestamp 'YYYY-MM-DD HH:MM:SS', got {value!r}") from None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+        raise ValueError(
+            f"expected timestamp 'YYYY-MM-DD HH:MM:SS', got {shorten(value)}"
+        ) from None
+    except OverflowError:
+        raise ValueError(f"timestamp {shorten(value)} is outside years 1 to 9999 in UTC") from None
     return parsed
 
 
@@ -72,13 +110,14 @@ def _uuid(value: Any, _: Any) -> uuid.UUID:
     try:
         return uuid.UUID(value)
     except ValueError:
-        raise ValueError(f"expected uuid, got {value!r}") from None
+        raise ValueError(f"expected uuid, got {shorten(value)}") from None
 
 
 def _make_converter(detailed: bool) -> Converter:
     converter = Converter(detailed_validation=detailed)
-    converter.register_structure_hook(int, _expect(int, "int"))
-    converter.register_structure_hook(str, _expect(str, "string"))
+    converter.register_structure_hook(int, _integer)
+    converter.register_structure_hook(OrderId, _order_id)
+    converter.register_structure_hook(str, _text)
     converter.register_structure_hook(datetime, _timestamp)
     converter.register_structure_hook(uuid.UUID, _uuid)
     converter.register_unstructure_hook(datetime, lambda value: value.isoformat(sep=" "))
@@ -171,7 +210,7 @@ def parse_order_document(data: bytes) -> tuple[Order, dict[str, Any]]:
     document = _decode_object(data)
     object_type = document.get("object_type", ORDER_OBJECT_TYPE)
     if object_type != ORDER_OBJECT_TYPE:
-        raise InvalidMessage(f"$.object_type: expected 'order', got {object_type!r}")
+        raise InvalidMessage(f"$.object_type: expected 'order', got {shorten(object_type)}")
     return structure(document, Order), document
 
 

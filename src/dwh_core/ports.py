@@ -21,6 +21,7 @@ from attrs import frozen
 from dwh_core.counters import Contribution, CounterUpdate
 from dwh_core.messages import DeadLetter, OutMessage
 from dwh_core.vault import SatelliteState, VaultRows
+from dwh_core.versions import Version
 
 
 class DictionaryReader(Protocol):
@@ -33,18 +34,21 @@ class DictionaryReader(Protocol):
 
 @frozen
 class RawEvent:
-    """An input order message as it came, for ``stg.order_events``."""
+    """An input order message as it came, for ``stg.order_events``: ``message`` is its
+    JSON text, unchanged, so the store keeps every value of its payload exactly (even
+    fields the parser does not know, and numbers no Python float holds)."""
 
     object_id: int
     object_type: str
     sent_dttm: datetime
-    update_ts: datetime
-    payload: str
+    version: Version
+    message: str
 
 
 class RawEventStore(Protocol):
     def save(self, events: Sequence[RawEvent]) -> None:
-        """Keep one row per ``object_id``: its newest version by ``update_ts``."""
+        """Keep one row per ``object_id``: its newest version
+        (:class:`~dwh_core.versions.Version`, ties included)."""
         ...
 
 

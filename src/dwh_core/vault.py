@@ -10,14 +10,17 @@ the same specs, so the model is written down in one place.
   column order (``l_order_product``: order id, then product id).
 * A satellite row carries the source ``update_ts`` of the order version it came from
   (column ``source_ts``). Per satellite and key the store keeps a small state: the
-  hashdiff of the current row and the greatest ``source_ts`` seen (the watermark). A
-  version newer than the watermark moves the watermark and adds a row only when its
-  hashdiff differs from the current row's; a version at or below the watermark is stale
-  or a replay and adds nothing. So the current row (the one with the greatest
-  ``source_ts``) always reflects the newest version whatever the order of arrival, and a
-  replay adds nothing. A stale version that arrives after a newer one is not written
-  into the history: satellites are insert-only, and a row slipped in behind the current
-  one would change what the history says was current afterwards.
+  hashdiff of the current row and the newest version seen (the watermark: a
+  :class:`~dwh_core.versions.Version`, ``source_ts`` and its tie-break). A version newer
+  than the watermark moves the watermark and adds a row only when its hashdiff differs
+  from the current row's; a version at or below the watermark is stale or a replay and
+  adds nothing. So the current row (the one with the greatest ``source_ts``) always
+  reflects the newest version whatever the order of arrival, and a replay adds nothing.
+  A stale version that arrives after a newer one is not written into the history:
+  satellites are insert-only, and a row slipped in behind the current one would change
+  what the history says was current afterwards. The one exception is a tie: a version
+  with the same ``source_ts`` as the current row that wins the tie-break replaces that
+  row (one row per key and ``source_ts``), since both describe the same moment.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from attrs import field, frozen
 
 from dwh_core.hashing import hash_key, hashdiff
 from dwh_core.orders import EnrichedOrder, KeyName, OrderFacts
+from dwh_core.versions import Version
 
 
 @frozen
@@ -106,7 +110,7 @@ SATELLITES = {
             "restaurant_names", "s_restaurant_names", "restaurant", ("name",), ("varchar",)
         ),
         SatelliteSpec(
-            "order_cost", "s_order_cost", "order", ("cost", "payment"), ("integer", "integer")
+            "order_cost", "s_order_cost", "order", ("cost", "payment"), ("numeric", "numeric")
         ),
         SatelliteSpec("order_status", "s_order_status", "order", ("status",), ("varchar",)),
     )
@@ -140,8 +144,13 @@ class Satellite:
     values: tuple[object, ...]
     hashdiff: uuid.UUID
     source_ts: datetime
+    tiebreak: bytes
     load_dt: datetime
     load_src: str
+
+    @property
+    def version(self) -> Version:
+        return Version(self.source_ts, self.tiebreak)
 
 
 @frozen
@@ -163,9 +172,10 @@ _ORDER_KEYED = frozenset({"order", "order_user", "order_product", "order_cost"})
 
 
 class _RowBuilder:
-    """Collects the rows of a batch, each key once: hubs and links by key, satellites by
-    (key, ``source_ts``), the first seen kept. A row object is built only for a key not
-    seen yet, since users, restaurants, products and categories recur in most orders."""
+    """Collects the rows of a batch, each key once: hubs and links by key (the first seen
+    kept), satellites by (key, ``source_ts``) (the version that wins the tie-break kept).
+    A row object is built only when it is kept, since users, restaurants, products and
+    categories recur in most orders."""
 
     def __init__(self, load_dt: datetime, load_src: str) -> None:
         self._load_dt = load_dt
@@ -187,17 +197,25 @@ class _RowBuilder:
         if (name, pk) not in self.links:
             self.links[(name, pk)] = Link(name, pk, pks, self._load_dt, self._load_src)
 
-    def satellite(self, name: str, hub_pk: uuid.UUID, source_ts: datetime, *values: object) -> None:
-        key = (name, hub_pk, source_ts)
-        if key not in self.satellites:
+    def satellite(self, name: str, hub_pk: uuid.UUID, version: Version, *values: object) -> None:
+        key = (name, hub_pk, version.update_ts)
+        seen = self.satellites.get(key)
+        if seen is None or version.tiebreak > seen.tiebreak:
             digest = hashdiff(*values) if name in _ORDER_KEYED else _recurring_hashdiff(*values)
             self.satellites[key] = Satellite(
-                name, hub_pk, values, digest, source_ts, self._load_dt, self._load_src
+                name,
+                hub_pk,
+                values,
+                digest,
+                version.update_ts,
+                version.tiebreak,
+                self._load_dt,
+                self._load_src,
             )
 
     def add(self, order: EnrichedOrder) -> None:
         payload = order.payload
-        ts = payload.update_ts
+        ts = order.version
         user = self.hub("user", payload.user.id)
         restaurant = self.hub("restaurant", payload.restaurant.id)
         order_pk = self.hub("order", payload.id, payload.date)
@@ -222,8 +240,8 @@ class _RowBuilder:
 
 def vault_rows(orders: Iterable[EnrichedOrder], load_dt: datetime, load_src: str) -> VaultRows:
     """The hub, link and satellite rows of a batch of enriched order versions, each key
-    once (satellites once per key and ``source_ts``; at equal ``source_ts`` the first
-    version seen is kept)."""
+    once (satellites once per key and ``source_ts``; at equal ``source_ts`` the version
+    that wins the tie-break of :mod:`dwh_core.versions` is kept)."""
     builder = _RowBuilder(load_dt, load_src)
     for order in orders:
         builder.add(order)
@@ -232,12 +250,17 @@ def vault_rows(orders: Iterable[EnrichedOrder], load_dt: datetime, load_src: str
 
 @frozen
 class SatelliteState:
-    """Per satellite and key: the current row's hashdiff and the newest ``source_ts`` seen."""
+    """Per satellite and key: the current row's hashdiff and the newest version seen."""
 
     name: str
     hub_pk: uuid.UUID
     hashdiff: uuid.UUID
     source_ts: datetime
+    tiebreak: bytes
+
+    @property
+    def version(self) -> Version:
+        return Version(self.source_ts, self.tiebreak)
 
 
 @frozen
@@ -260,22 +283,25 @@ def satellite_changes(
     for key, versions in by_key.items():
         state = states.get(key)
         current = state.hashdiff if state else None
-        watermark = state.source_ts if state else None
+        watermark = state.version if state else None
         if len(versions) > 1:
-            versions.sort(key=attrgetter("source_ts"))
-        for version in versions:
-            if watermark is not None and version.source_ts <= watermark:
+            versions.sort(key=attrgetter("source_ts", "tiebreak"))
+        for candidate in versions:
+            version = candidate.version
+            if watermark is not None and version <= watermark:
                 continue
-            if version.hashdiff != current:
-                rows.append(version)
-                current = version.hashdiff
-            watermark = version.source_ts
+            if candidate.hashdiff != current:
+                rows.append(candidate)
+                current = candidate.hashdiff
+            watermark = version
         if (
             current is not None
             and watermark is not None
-            and (state is None or watermark != state.source_ts)
+            and (state is None or watermark != state.version)
         ):
-            new_states.append(SatelliteState(key[0], key[1], current, watermark))
+            new_states.append(
+                SatelliteState(key[0], key[1], current, watermark.update_ts, watermark.tiebreak)
+            )
     return SatelliteChanges(rows, new_states)
 
 
@@ -294,4 +320,5 @@ def order_facts(order: EnrichedOrder) -> OrderFacts:
         status=payload.status,
         products=[KeyName(key, name) for key, name in products.items()],
         categories=[KeyName(key, name) for key, name in categories.items()],
+        content_hash=payload.content_hash,
     )

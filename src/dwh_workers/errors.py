@@ -22,5 +22,13 @@ MESSAGE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# SQLSTATE classes that only a message's data causes, whatever psycopg's class for them:
+# 22 data exception, 23 integrity constraint violation, 54 program limit exceeded (a
+# value too large for an index entry, say, which psycopg files under OperationalError).
+MESSAGE_SQLSTATE_CLASSES = frozenset({"22", "23", "54"})
+
+
 def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, psycopg.Error) and exc.sqlstate:
+        return exc.sqlstate[:2] not in MESSAGE_SQLSTATE_CLASSES
     return not isinstance(exc, MESSAGE_ERRORS)

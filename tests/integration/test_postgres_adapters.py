@@ -8,6 +8,8 @@ that uses PostgreSQL starts from empty tables; tests run serially in one process
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import random
@@ -71,6 +73,7 @@ from dwh_core.vault import (
     satellite_changes,
     vault_rows,
 )
+from dwh_core.versions import Version, content_hash
 from tests.support.builders import BASE_TIME, MENU_A, MENU_B, order, restaurant, to_bytes, user
 from tests.support.databases import fresh_database as throwaway_database
 from tests.support.oracle import expected_marts
@@ -131,7 +134,8 @@ def select(conn: Connection, query: str, *params: object) -> list[Row]:
 def test_migrating_again_applies_nothing_and_the_versions_are_recorded(db: Connection) -> None:
     assert migrate(db) == []
     assert select(db, "SELECT version, name FROM public.dwh_schema_migrations ORDER BY 1") == [
-        (1, "initial")
+        (1, "initial"),
+        (2, "exact_values_and_ties"),
     ]
     assert schema_version(db) == LATEST_VERSION
     check_schema(db)
@@ -177,7 +181,7 @@ def test_a_fresh_database_is_refused_then_migrated_once_by_two_concurrent_migrat
     for thread in threads:
         thread.join()
 
-    assert sorted(applied) == [[], ["0001_initial"]]
+    assert sorted(applied) == [[], ["0001_initial", "0002_exact_values_and_ties"]]
     with connect(fresh_database) as conn:
         check_schema(conn)
 
@@ -197,6 +201,7 @@ SQL_TYPES = {
     "uuid": "uuid",
     "varchar": "character varying",
     "integer": "integer",
+    "numeric": "numeric",
     "timestamp": "timestamp without time zone",
 }
 
@@ -263,7 +268,10 @@ def raw(request: pytest.FixtureRequest) -> Iterator[RawHarness]:
         memory = InMemoryRawEventStore()
         yield RawHarness(
             memory,
-            lambda: {k: (e.update_ts, json.loads(e.payload)) for k, e in memory.events.items()},
+            lambda: {
+                k: (e.version.update_ts, json.loads(e.message)["payload"])
+                for k, e in memory.events.items()
+            },
         )
         return
     db: Connection = request.getfixturevalue("db")
@@ -280,13 +288,14 @@ def raw(request: pytest.FixtureRequest) -> Iterator[RawHarness]:
 
 
 def event(object_id: int, minute: int, note: str = "") -> RawEvent:
+    """A version whose tie-break is its note (any bytes order the same way)."""
     payload = {"minute": minute, "note": note, "name": 'Салат «Цезарь»; с "курицей"'}
     return RawEvent(
         object_id=object_id,
         object_type="order",
         sent_dttm=T0 + timedelta(minutes=minute, seconds=5),
-        update_ts=T0 + timedelta(minutes=minute),
-        payload=json.dumps(payload, ensure_ascii=False),
+        version=Version(T0 + timedelta(minutes=minute), note.encode()),
+        message=json.dumps({"object_id": object_id, "payload": payload}, ensure_ascii=False),
     )
 
 
@@ -303,11 +312,25 @@ def test_raw_events_keep_the_newest_version_whatever_the_arrival_order(raw: RawH
     assert stored[1][1]["name"] == 'Салат «Цезарь»; с "курицей"'
 
 
-def test_raw_events_keep_the_first_version_seen_at_equal_update_ts(raw: RawHarness) -> None:
-    raw.store.save([event(1, 10, "first"), event(1, 10, "second"), event(1, 10, "first")])
-    raw.store.save([event(1, 10, "third")])
+def test_raw_events_keep_the_winner_of_the_tie_break_at_equal_update_ts(raw: RawHarness) -> None:
+    raw.store.save([event(1, 10, "b"), event(1, 10, "c"), event(1, 10, "a")])
+    raw.store.save([event(1, 10, "b")])
+    assert raw.stored()[1][1]["note"] == "c"
+    raw.store.save([event(1, 10, "d")])
+    assert raw.stored()[1][1]["note"] == "d"
 
-    assert raw.stored()[1][1]["note"] == "first"
+
+def test_stored_payloads_keep_numbers_no_python_float_holds_exactly(
+    settings: PgSettings, db: Connection
+) -> None:
+    huge = "123456789012345678901234567890.000000000000000000001"
+    message = '{"object_id": 1, "payload": {"tip": ' + huge + ', "big": 18446744073709551616}}'
+    with PostgresRawEventStore(settings) as store:
+        store.save([RawEvent(1, "order", T0, Version(T0, b""), message)])
+    [(tip, big)] = select(
+        db, "SELECT payload->>'tip', payload->>'big' FROM stg.order_events WHERE object_id = 1"
+    )
+    assert (tip, big) == (huge, "18446744073709551616")
 
 
 def test_raw_events_of_many_orders_in_one_batch_are_each_kept_once(raw: RawHarness) -> None:
@@ -317,7 +340,8 @@ def test_raw_events_of_many_orders_in_one_batch_are_each_kept_once(raw: RawHarne
     raw.store.save(events[::-1])
 
     newest = {
-        e.object_id: max(x.update_ts for x in events if x.object_id == e.object_id) for e in events
+        e.object_id: max(x.version for x in events if x.object_id == e.object_id).update_ts
+        for e in events
     }
     assert {key: value[0] for key, value in raw.stored().items()} == newest
 
@@ -406,7 +430,8 @@ def enriched(
     object_id: int, items: list[int], status: str = "CLOSED", second: int = 60, user_number: int = 0
 ) -> EnrichedOrder:
     document = order(object_id, USERS[user_number]["_id"], RESTAURANTS[0], items, status, second)
-    return enrich(parse_order_document(to_bytes(document))[0], CATALOG)
+    parsed, decoded = parse_order_document(to_bytes(document))
+    return enrich(parsed, CATALOG, content_hash(decoded))
 
 
 def save_orders(
@@ -581,7 +606,7 @@ def contribution(
     return Contribution(
         hash_key(order_id),
         user_key,
-        T0 + timedelta(minutes=minute),
+        Version(T0 + timedelta(minutes=minute), b""),
         frozenset(products),
         frozenset({DISHES}) if products else frozenset(),
     )
@@ -775,6 +800,113 @@ def test_the_pipeline_on_postgres_matches_the_oracle_and_a_replay_changes_nothin
         assert marts.category_counts() == dict(categories)
 
 
+# --- edge values, markers and ties on PostgreSQL (CONTRACT.md §7) ------------------------
+
+
+def postgres_pipeline(stack: Any, settings: PgSettings) -> Pipeline:
+    events = stack.enter_context(PostgresRawEventStore(settings))
+    vault = stack.enter_context(PostgresVaultStore(settings))
+    counters = stack.enter_context(PostgresCounterStore(settings))
+    return Pipeline(
+        dictionaries_of(USERS, RESTAURANTS), events, vault, counters, FixedClock(BASE_TIME)
+    )
+
+
+@pytest.mark.parametrize("stamp", ["0001-01-01 00:00:00", "9999-12-31 23:59:59"])
+def test_orders_at_the_first_and_last_timestamps_count_once_under_replays(
+    settings: PgSettings, db: Connection, stamp: str
+) -> None:
+    document = order(11, USERS[0]["_id"], RESTAURANTS[0], [0, 1], "CLOSED", 60)
+    document["payload"]["update_ts"] = stamp
+    with contextlib.ExitStack() as stack:
+        pipeline = postgres_pipeline(stack, settings)
+        marts = stack.enter_context(PostgresMarts(settings))
+        pipeline.feed([to_bytes(document)] * 3)
+        for _ in range(3):
+            pipeline.run(iter([1] * 10))
+            pipeline.replay()
+        products, categories = expected_marts([to_bytes(document)], RESTAURANTS)
+        assert marts.product_counts() == dict(products)
+        assert marts.category_counts() == dict(categories)
+    assert select(db, "SELECT count(*) FROM cdm.order_contributions WHERE update_ts IS NULL") == [
+        (0,)
+    ]
+
+
+def test_money_past_32_bits_is_stored_exactly(settings: PgSettings, db: Connection) -> None:
+    documents = []
+    for object_id, money in ((21, 2**31), (22, 2**40), (23, 10**14 - 1)):
+        document = order(object_id, USERS[0]["_id"], RESTAURANTS[0], [0], "CLOSED", 60)
+        document["payload"]["cost"] = document["payload"]["payment"] = money
+        documents.append(to_bytes(document))
+    with contextlib.ExitStack() as stack:
+        pipeline = postgres_pipeline(stack, settings)
+        pipeline.feed(documents)
+        pipeline.run()
+        assert not pipeline.dead_letters.letters
+    stored = select(
+        db,
+        "SELECT h.order_id, s.cost, s.payment, s.hk_order_cost_hashdiff"
+        " FROM dds.s_order_cost s JOIN dds.h_order h USING (h_order_pk) ORDER BY 1",
+    )
+    assert [(oid, int(cost), int(payment), digest) for oid, cost, payment, digest in stored] == [
+        (oid, money, money, hashdiff(money, money))
+        for oid, money in ((21, 2**31), (22, 2**40), (23, 10**14 - 1))
+    ]
+
+
+def current_satellites(conn: Connection) -> dict[str, list[Row]]:
+    """Each satellite key's current row (greatest source_ts), without load columns."""
+    current = {}
+    for spec in SATELLITES.values():
+        pk = HUBS[spec.hub].pk
+        query = sql.SQL(
+            "SELECT DISTINCT ON ({pk}) {pk}, {columns}, {hashdiff} FROM dds.{table}"
+            " ORDER BY {pk}, source_ts DESC"
+        ).format(
+            pk=sql.Identifier(pk),
+            columns=sql.SQL(", ").join(sql.Identifier(column) for column in spec.columns),
+            hashdiff=sql.Identifier(spec.hashdiff_column),
+            table=sql.Identifier(spec.table),
+        )
+        current[spec.table] = conn.execute(query).fetchall()
+    return current
+
+
+def test_every_arrival_order_of_tied_versions_gives_the_same_warehouse_on_postgres(
+    settings: PgSettings, db: Connection
+) -> None:
+    # One update_ts: two CLOSED versions with other items, a CANCELLED one, a COOKING one.
+    versions = [
+        to_bytes(order(31, USERS[1]["_id"], RESTAURANTS[0], items, status, 60))
+        for status, items in (("CLOSED", [0, 1]), ("CLOSED", [2]), ("CANCELLED", [0]))
+    ] + [to_bytes(order(32, USERS[1]["_id"], RESTAURANTS[1], [0], "COOKING", 60))]
+    results = []
+    for permutation in itertools.permutations(versions):
+        truncate_all(db)
+        with contextlib.ExitStack() as stack:
+            pipeline = postgres_pipeline(stack, settings)
+            marts = stack.enter_context(PostgresMarts(settings))
+            pipeline.feed(permutation)
+            pipeline.run(iter([1, 2, 1, 5]))
+            results.append(
+                (
+                    select(
+                        db, "SELECT object_id, payload, tiebreak FROM stg.order_events ORDER BY 1"
+                    ),
+                    current_satellites(db),
+                    marts.product_counts(),
+                    marts.category_counts(),
+                )
+            )
+    first, *others = results
+    for other in others:
+        for part, (got, want) in enumerate(zip(other, first, strict=True)):
+            assert got == want, part
+    [cancelled] = [row for row in first[0] if row[0] == 31]
+    assert cancelled[1]["final_status"] == "CANCELLED"
+
+
 def test_the_marts_read_side_names_users_products_and_categories(
     settings: PgSettings, db: Connection
 ) -> None:
@@ -839,6 +971,7 @@ def shared_rows(round_number: int, numbers: list[int], shift_s: int = 0) -> Vaul
                 (product_id,),
                 hashdiff(product_id),
                 source_ts,
+                b"",
                 T0,
                 SOURCE,
             )

@@ -7,7 +7,7 @@ from datetime import datetime
 import pytest
 
 from dwh_core.hashing import hash_key
-from dwh_core.orders import KeyName, OrderFacts
+from dwh_core.orders import KeyName, OrderFacts, OrderId
 from dwh_core.parsing import (
     InvalidMessage,
     encode,
@@ -151,18 +151,28 @@ def test_a_dictionary_entry_without_underscore_id_is_rejected() -> None:
         )
 
 
+ENRICHED = (
+    '{"object_id": 322519, "object_type": "order", "payload": {"id": 322519,'
+    ' "date": "2022-11-19 16:06:36", "cost": 300, "payment": 300, "status": "CLOSED",'
+    ' "update_ts": "2022-11-19 16:06:36",'
+    ' "restaurant": {"id": "626a81cfefa404208fe9abae", "name": "Кофейня №1"},'
+    ' "user": {"id": "626a81ce9a8cd1920641e296", "name": "Котова Ольга Вениаминовна",'
+    ' "login": "kotova_ov"}, "products": [{"id": "6276e8cd0cf48b4cded00878", "price": 180,'
+    ' "quantity": 1, "name": "РОЛЛ С ТОФУ И ВЯЛЕНЫМИ ТОМАТАМИ", "category": "Выпечка"}],'
+    ' "content_hash": "0123456789abcdef0123456789abcdef"}}'
+).encode()
+
+
 def test_an_enriched_order_round_trips_through_its_wire_format() -> None:
-    data = (
-        '{"object_id": 322519, "object_type": "order", "payload": {"id": 322519,'
-        ' "date": "2022-11-19 16:06:36", "cost": 300, "payment": 300, "status": "CLOSED",'
-        ' "update_ts": "2022-11-19 16:06:36",'
-        ' "restaurant": {"id": "626a81cfefa404208fe9abae", "name": "Кофейня №1"},'
-        ' "user": {"id": "626a81ce9a8cd1920641e296", "name": "Котова Ольга Вениаминовна",'
-        ' "login": "kotova_ov"}, "products": [{"id": "6276e8cd0cf48b4cded00878", "price": 180,'
-        ' "quantity": 1, "name": "РОЛЛ С ТОФУ И ВЯЛЕНЫМИ ТОМАТАМИ", "category": "Выпечка"}]}}'
-    ).encode()
+    data = ENRICHED
     order = parse_enriched_order(data)
     assert json.loads(encode(order)) == json.loads(data)
+
+
+def test_an_enriched_order_of_an_older_producer_has_no_content_hash() -> None:
+    document = json.loads(encode(parse_enriched_order(ENRICHED)))
+    del document["payload"]["content_hash"]
+    assert parse_enriched_order(json.dumps(document).encode()).payload.content_hash == ""
 
 
 def test_a_nul_character_is_rejected_because_the_warehouse_cannot_store_it() -> None:
@@ -178,7 +188,7 @@ def test_a_nul_character_is_rejected_because_the_warehouse_cannot_store_it() -> 
 def test_order_facts_are_written_with_uuids_in_their_canonical_text_form() -> None:
     facts = OrderFacts(
         order_key=hash_key(7),
-        order_id=7,
+        order_id=OrderId(7),
         user_key=uuid.UUID(int=1),
         user_id="626a81ce9a8cd1920641e296",
         update_ts=datetime(2023, 4, 1, 20, 45, 43, 120),

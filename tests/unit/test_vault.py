@@ -69,6 +69,7 @@ def sat(status: str, minute: int) -> Satellite:
         (status,),
         hashdiff(status),
         T0.replace(minute=minute),
+        b"",
         T0,
         "test",
     )
@@ -78,12 +79,14 @@ def test_a_satellite_row_is_added_only_when_the_hashdiff_changes() -> None:
     changes = satellite_changes([sat("OPEN", 1), sat("OPEN", 2), sat("CLOSED", 3)], {})
     assert [row.values for row in changes.rows] == [("OPEN",), ("CLOSED",)]
     assert changes.states == [
-        SatelliteState("order_status", hash_key(1), hashdiff("CLOSED"), T0.replace(minute=3))
+        SatelliteState("order_status", hash_key(1), hashdiff("CLOSED"), T0.replace(minute=3), b"")
     ]
 
 
 def test_a_stale_or_replayed_version_adds_no_row() -> None:
-    state = SatelliteState("order_status", hash_key(1), hashdiff("CLOSED"), T0.replace(minute=5))
+    state = SatelliteState(
+        "order_status", hash_key(1), hashdiff("CLOSED"), T0.replace(minute=5), b""
+    )
     changes = satellite_changes(
         [sat("OPEN", 1), sat("CLOSED", 5)], {(state.name, state.hub_pk): state}
     )
@@ -92,11 +95,11 @@ def test_a_stale_or_replayed_version_adds_no_row() -> None:
 
 
 def test_a_newer_version_with_the_same_content_moves_only_the_watermark() -> None:
-    state = SatelliteState("order_status", hash_key(1), hashdiff("OPEN"), T0.replace(minute=1))
+    state = SatelliteState("order_status", hash_key(1), hashdiff("OPEN"), T0.replace(minute=1), b"")
     changes = satellite_changes([sat("OPEN", 2)], {(state.name, state.hub_pk): state})
     assert changes.rows == []
     assert changes.states == [
-        SatelliteState("order_status", hash_key(1), hashdiff("OPEN"), T0.replace(minute=2))
+        SatelliteState("order_status", hash_key(1), hashdiff("OPEN"), T0.replace(minute=2), b"")
     ]
 
 
@@ -108,6 +111,7 @@ def test_order_rows_hold_every_product_of_the_order() -> None:
     enriched = enrich(
         parse_order(to_bytes(order(3, users[2]["_id"], restaurants[1], [0, 1, 2], "CLOSED", 1))),
         Catalog(pipeline.dictionaries.entries),
+        "",
     )
     rows = vault_rows([enriched], T0, "src")
     assert len([h for h in rows.hubs if h.name == "product"]) == 3

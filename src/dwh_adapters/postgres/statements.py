@@ -1,6 +1,6 @@
-"""Set-based statements: a whole batch as one ``INSERT ... SELECT FROM unnest(arrays)``,
-or, for the large batches of the vault, binary ``COPY`` into a staging table and one
-``INSERT ... SELECT`` from it."""
+"""Set-based statements: a whole batch as one ``INSERT ... SELECT FROM unnest(arrays)``
+(parameters made by :func:`arrays_of`), or, for the large batches of the vault, binary
+``COPY`` into a staging table and one ``INSERT ... SELECT`` from it."""
 
 from __future__ import annotations
 
@@ -10,27 +10,6 @@ import psycopg
 from attrs import frozen
 from psycopg import sql
 from psycopg.rows import TupleRow
-
-
-def insert_from_arrays(
-    schema: str,
-    table: str,
-    columns: Sequence[tuple[str, str]],
-    conflict: sql.Composable,
-) -> sql.Composed:
-    """``INSERT INTO schema.table AS t (columns) SELECT * FROM unnest(%b::type[], ...)
-    <conflict>``: one array parameter per (column, SQL type), in column order; the
-    conflict clause may refer to the table as ``t``."""
-    return sql.SQL(
-        "INSERT INTO {table} AS t ({columns}) SELECT * FROM unnest({arrays}) {conflict}"
-    ).format(
-        table=sql.Identifier(schema, table),
-        columns=_names(columns),
-        arrays=sql.SQL(", ").join(
-            sql.SQL("%b::{}[]").format(sql.SQL(type_)) for _, type_ in columns
-        ),
-        conflict=conflict,
-    )
 
 
 @frozen
@@ -99,7 +78,7 @@ def _names(columns: Sequence[tuple[str, str]]) -> sql.Composed:
 
 
 def arrays_of(rows: Iterable[Sequence[object]]) -> list[list[object]]:
-    """Rows to the column arrays :func:`insert_from_arrays` takes."""
+    """Rows to column arrays, for ``unnest(%b::type[], ...)`` parameters."""
     return [list(column) for column in zip(*rows, strict=True)]
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from operator import attrgetter
 from typing import Any
 
@@ -26,31 +25,29 @@ from dwh_adapters.postgres.statements import (
     StagedInsert,
     arrays_of,
     assignments,
-    insert_from_arrays,
     staged_insert,
 )
 from dwh_core.counters import Contribution, CounterDelta, CounterUpdate
 from dwh_core.ports import RawEvent
 from dwh_core.vault import HUBS, LINKS, SATELLITES, SatelliteState, VaultRows
+from dwh_core.versions import Version
 
 Row = tuple[Any, ...]
 _LOAD_COLUMNS = (("load_dt", "timestamp"), ("load_src", "varchar"))
 _DO_NOTHING = sql.SQL("ON CONFLICT DO NOTHING")
 
-_SAVE_EVENTS = insert_from_arrays(
-    "stg",
-    "order_events",
-    (
-        ("object_id", "int"),
-        ("object_type", "varchar"),
-        ("sent_dttm", "timestamp"),
-        ("update_ts", "timestamp"),
-        ("payload", "jsonb"),
-    ),
-    sql.SQL(
-        "ON CONFLICT (object_id) DO UPDATE SET {} WHERE excluded.update_ts > t.update_ts"
-    ).format(assignments(("object_type", "sent_dttm", "update_ts", "payload"))),
-)
+# PostgreSQL takes the payload out of the message text itself, so every number and
+# every field of it is kept exactly as sent (a Python round trip would turn an integer
+# past 64 bits into a float).
+_SAVE_EVENTS = sql.SQL(
+    "INSERT INTO stg.order_events AS t"
+    " (object_id, object_type, sent_dttm, update_ts, tiebreak, payload)"
+    " SELECT o, ot, s, u, tb, m::jsonb -> 'payload' FROM unnest("
+    "  %b::int[], %b::varchar[], %b::timestamp[], %b::timestamp[], %b::bytea[], %b::text[])"
+    " AS x(o, ot, s, u, tb, m)"
+    " ON CONFLICT (object_id) DO UPDATE SET {}"
+    " WHERE (excluded.update_ts, excluded.tiebreak) > (t.update_ts, t.tiebreak)"
+).format(assignments(("object_type", "sent_dttm", "update_ts", "tiebreak", "payload")))
 
 
 class PostgresRawEventStore(ConnectionOwner):
@@ -60,12 +57,19 @@ class PostgresRawEventStore(ConnectionOwner):
         newest: dict[int, RawEvent] = {}
         for event in events:
             seen = newest.get(event.object_id)
-            if seen is None or event.update_ts > seen.update_ts:
+            if seen is None or event.version > seen.version:
                 newest[event.object_id] = event
         if not newest:
             return
         rows = [
-            (e.object_id, e.object_type, e.sent_dttm, e.update_ts, e.payload)
+            (
+                e.object_id,
+                e.object_type,
+                e.sent_dttm,
+                e.version.update_ts,
+                e.version.tiebreak,
+                e.message,
+            )
             for _, e in sorted(newest.items())
         ]
         with self._transaction() as conn:
@@ -77,6 +81,7 @@ _STATE_COLUMNS = (
     ("hub_pk", "uuid"),
     ("hashdiff", "uuid"),
     ("source_ts", "timestamp"),
+    ("tiebreak", "bytea"),
 )
 _SATELLITE_STATE = "satellite_state"
 
@@ -118,8 +123,11 @@ _VAULT_TABLES: dict[str, StagedInsert] = {
                 *_LOAD_COLUMNS,
             ),
             (HUBS[spec.hub].pk, "source_ts"),
-            sql.SQL("ON CONFLICT ({}, source_ts) DO NOTHING").format(
-                sql.Identifier(HUBS[spec.hub].pk)
+            # A row at the same source_ts is there only when the new version won the
+            # tie-break against it (dwh_core.vault decided so under the state's lock).
+            sql.SQL("ON CONFLICT ({}, source_ts) DO UPDATE SET {}").format(
+                sql.Identifier(HUBS[spec.hub].pk),
+                assignments((*spec.columns, spec.hashdiff_column, "load_dt", "load_src")),
             ),
         )
         for spec in SATELLITES.values()
@@ -130,18 +138,18 @@ _VAULT_TABLES: dict[str, StagedInsert] = {
         _STATE_COLUMNS,
         ("satellite", "hub_pk"),
         sql.SQL(
-            "ON CONFLICT (satellite, hub_pk) DO UPDATE SET {}"
-            " WHERE excluded.source_ts > t.source_ts"
-        ).format(assignments(("hashdiff", "source_ts"))),
+            "ON CONFLICT (satellite, hub_pk) DO UPDATE SET {} WHERE t.source_ts IS NULL"
+            " OR (excluded.source_ts, excluded.tiebreak) > (t.source_ts, t.tiebreak)"
+        ).format(assignments(("hashdiff", "source_ts", "tiebreak"))),
     ),
 }
 _CREATE_STAGING = sql.SQL("; ").join(staged.create for staged in _VAULT_TABLES.values())
 
 # Rows that do not exist yet cannot be locked, so a transaction first claims every key
-# of its batch with a placeholder row (older than any real version): a second replica
-# claiming the same new key waits for the first to commit, then sees its row. The
-# placeholders are replaced by real values in the same transaction.
-PLACEHOLDER_TS = datetime(1, 1, 1)
+# of its batch with a placeholder row: a second replica claiming the same new key waits
+# for the first to commit, then sees its row. The placeholders are replaced by real
+# values in the same transaction. A placeholder is the row whose version is NULL, which
+# no input can produce (every timestamp, even 0001-01-01, is a real version).
 PLACEHOLDER_KEY = uuid.UUID(int=0)
 
 # Only keys that replicas on different partitions share need the claim: messages are
@@ -153,11 +161,11 @@ SHARED_SATELLITES = frozenset({"product_names", "restaurant_names"})
 
 _CLAIM_STATES = sql.SQL(
     "INSERT INTO dds.satellite_state (satellite, hub_pk, hashdiff, source_ts)"
-    " SELECT s, k, %b, %b FROM unnest(%b::varchar[], %b::uuid[]) AS x(s, k) ORDER BY s, k"
+    " SELECT s, k, %b, NULL FROM unnest(%b::varchar[], %b::uuid[]) AS x(s, k) ORDER BY s, k"
     " ON CONFLICT DO NOTHING"
 )
 _LOCK_STATES = sql.SQL(
-    "SELECT satellite, hub_pk, hashdiff, source_ts FROM dds.satellite_state"
+    "SELECT satellite, hub_pk, hashdiff, source_ts, tiebreak FROM dds.satellite_state"
     " WHERE (satellite, hub_pk) IN (SELECT * FROM unnest(%b::varchar[], %b::uuid[]))"
     " ORDER BY satellite, hub_pk FOR UPDATE"
 )
@@ -181,7 +189,8 @@ def _vault_batches(rows: VaultRows, states: Sequence[SatelliteState]) -> dict[st
             (sat.hub_pk, *sat.values, sat.hashdiff, sat.source_ts, sat.load_dt, sat.load_src)
         )
     batches[_SATELLITE_STATE] = [
-        (state.name, state.hub_pk, state.hashdiff, state.source_ts) for state in states
+        (state.name, state.hub_pk, state.hashdiff, state.source_ts, state.tiebreak)
+        for state in states
     ]
     return {table: batch for table, batch in batches.items() if batch}
 
@@ -203,13 +212,13 @@ class PostgresVaultTransaction:
         arrays = arrays_of(ordered)
         shared = sorted((k for k in keys if k[0] in SHARED_SATELLITES), key=_by_name_and_key)
         if shared:
-            self._conn.execute(_CLAIM_STATES, [PLACEHOLDER_KEY, PLACEHOLDER_TS, *arrays_of(shared)])
+            self._conn.execute(_CLAIM_STATES, [PLACEHOLDER_KEY, *arrays_of(shared)])
         rows = self._conn.execute(_LOCK_STATES, arrays).fetchall()
-        self._placeholders |= {(name, pk) for name, pk, _, ts in rows if ts == PLACEHOLDER_TS}
+        self._placeholders |= {(name, pk) for name, pk, _, ts, _ in rows if ts is None}
         return {
-            (name, pk): SatelliteState(name, pk, hashdiff, ts)
-            for name, pk, hashdiff, ts in rows
-            if ts != PLACEHOLDER_TS
+            (name, pk): SatelliteState(name, pk, hashdiff, ts, tiebreak)
+            for name, pk, hashdiff, ts, tiebreak in rows
+            if ts is not None
         }
 
     def save(self, rows: VaultRows, states: Sequence[SatelliteState]) -> None:
@@ -228,11 +237,11 @@ class PostgresVaultTransaction:
         """Drop the claims that no state replaced (keys asked about but not saved)."""
         if self._placeholders:
             placeholders = sorted(self._placeholders, key=_by_name_and_key)
-            self._conn.execute(_RELEASE_STATES, [PLACEHOLDER_TS, *arrays_of(placeholders)])
+            self._conn.execute(_RELEASE_STATES, arrays_of(placeholders))
 
 
 _RELEASE_STATES = sql.SQL(
-    "DELETE FROM dds.satellite_state WHERE source_ts = %b"
+    "DELETE FROM dds.satellite_state WHERE source_ts IS NULL"
     " AND (satellite, hub_pk) IN (SELECT * FROM unnest(%b::varchar[], %b::uuid[]))"
 )
 
@@ -281,19 +290,21 @@ _UPDATE_PRODUCTS = _counter_update("user_product_counters", "product_id", "produ
 _UPDATE_CATEGORIES = _counter_update("user_category_counters", "category_id", "category_name")
 _UPSERT_LEDGER = sql.SQL(
     "INSERT INTO cdm.order_contributions AS t"
-    " (order_key, user_key, update_ts, products, categories)"
-    " SELECT o, u, ts, p::uuid[], c::uuid[]"
-    " FROM unnest(%b::uuid[], %b::uuid[], %b::timestamp[], %b::text[], %b::text[])"
-    " AS x(o, u, ts, p, c)"
+    " (order_key, user_key, update_ts, tiebreak, products, categories)"
+    " SELECT o, u, ts, tb, p::uuid[], c::uuid[]"
+    " FROM unnest(%b::uuid[], %b::uuid[], %b::timestamp[], %b::bytea[], %b::text[], %b::text[])"
+    " AS x(o, u, ts, tb, p, c)"
     " ON CONFLICT (order_key) DO UPDATE SET {}"
-).format(assignments(("user_key", "update_ts", "products", "categories")))
+).format(assignments(("user_key", "update_ts", "tiebreak", "products", "categories")))
+# A placeholder has a NULL update_ts (see PLACEHOLDER_KEY).
 _CLAIM_LEDGER = sql.SQL(
     "INSERT INTO cdm.order_contributions (order_key, user_key, update_ts, products, categories)"
-    " SELECT k, %b, %b, '{}', '{}' FROM unnest(%b::uuid[]) AS k ORDER BY k"
+    " SELECT k, %b, NULL, '{}', '{}' FROM unnest(%b::uuid[]) AS k ORDER BY k"
     " ON CONFLICT DO NOTHING"
 )
 _LOCK_LEDGER = sql.SQL(
-    "SELECT order_key, user_key, update_ts, products, categories FROM cdm.order_contributions"
+    "SELECT order_key, user_key, update_ts, tiebreak, products, categories"
+    " FROM cdm.order_contributions"
     " WHERE order_key = ANY(%b::uuid[]) ORDER BY order_key FOR UPDATE"
 )
 
@@ -315,13 +326,15 @@ class PostgresCounterTransaction:
         if not order_keys:
             return {}
         keys = sorted(order_keys, key=attrgetter("int"))
-        self._conn.execute(_CLAIM_LEDGER, (PLACEHOLDER_KEY, PLACEHOLDER_TS, keys))
+        self._conn.execute(_CLAIM_LEDGER, (PLACEHOLDER_KEY, keys))
         rows = self._conn.execute(_LOCK_LEDGER, (keys,)).fetchall()
-        self._placeholders |= {row[0] for row in rows if row[2] == PLACEHOLDER_TS}
+        self._placeholders |= {row[0] for row in rows if row[2] is None}
         return {
-            key: Contribution(key, user_key, ts, frozenset(products), frozenset(categories))
-            for key, user_key, ts, products, categories in rows
-            if ts != PLACEHOLDER_TS
+            key: Contribution(
+                key, user_key, Version(ts, tiebreak), frozenset(products), frozenset(categories)
+            )
+            for key, user_key, ts, tiebreak, products, categories in rows
+            if ts is not None
         }
 
     def apply(self, update: CounterUpdate) -> None:
@@ -338,7 +351,8 @@ class PostgresCounterTransaction:
                     (
                         c.order_key,
                         c.user_key,
-                        c.update_ts,
+                        c.version.update_ts,
+                        c.version.tiebreak,
                         _uuid_array(c.products),
                         _uuid_array(c.categories),
                     )
@@ -354,8 +368,9 @@ class PostgresCounterTransaction:
 
 def _release_ledger(conn: psycopg.Connection[TupleRow], keys: set[uuid.UUID]) -> None:
     conn.execute(
-        "DELETE FROM cdm.order_contributions WHERE update_ts = %b AND order_key = ANY(%b::uuid[])",
-        (PLACEHOLDER_TS, sorted(keys, key=attrgetter("int"))),
+        "DELETE FROM cdm.order_contributions WHERE update_ts IS NULL"
+        " AND order_key = ANY(%b::uuid[])",
+        (sorted(keys, key=attrgetter("int")),),
     )
 
 
