@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from attrs import field, frozen
 
 
@@ -38,14 +40,22 @@ def shorten(value: object, limit: int = 60) -> str:
 MAX_REASON = 500
 """The most characters a dead letter's reason has (at most 2,000 bytes of UTF-8), so
 that a letter is never much larger than the message it carries."""
+_WORD = re.compile(r"\S+")
 
 
 def bounded_reason(text: str, limit: int = MAX_REASON) -> str:
     """``text`` as one line of at most ``limit`` characters: runs of whitespace become one
     space, and a longer text keeps its start and says how long the whole was."""
-    # Collapse only a prefix: a reason of megabytes is never split whole.
-    line = " ".join(text[: limit * 4].split())
-    if len(line) <= limit and len(text) <= limit * 4:
+    words: list[str] = []
+    length = -1
+    # Word by word, and only as far as needed: a reason of megabytes is never split whole.
+    for word in _WORD.finditer(text):
+        words.append(word.group())
+        length += len(words[-1]) + 1
+        if length > limit:
+            break
+    line = " ".join(words)
+    if len(line) <= limit:
         return line
     marker = f"… ({len(text):,} characters)"
     return line[: limit - len(marker)] + marker

@@ -145,28 +145,39 @@ def _watch(args: argparse.Namespace) -> int:
 def _dead_letters_list(args: argparse.Namespace) -> int:
     from dwh_adapters.kafka import read_dead_letters
 
-    letters = read_dead_letters(_kafka(), args.topic, limit=args.limit, pending=not args.all)
+    letters = read_dead_letters(
+        _kafka(), args.topic, limit=args.limit, pending=not args.all, values=False
+    )
     for letter in letters:
         headers = letter.headers
         source = ":".join(
             headers.get(f"dwh.source.{part}", "?") for part in ("topic", "partition", "offset")
         )
+        redriven = "  (redriven)" if letter.redriven else ""
         print(
             f"{letter.partition}:{letter.offset}  stage={headers.get('dwh.stage', '?')}  "
-            f"from={source}  reason={letter.reason}"
+            f"from={source}  reason={letter.reason}{redriven}"
         )
     print(f"{len(letters)} dead letter(s) in {args.topic}")
     return 0
 
 
 def _dead_letters_redrive(args: argparse.Namespace) -> int:
-    from dwh_adapters.kafka import redrive
+    from dwh_adapters.kafka.dead_letters import describe_refused, redrive, redrive_destination
 
+    source = redrive_destination(args.topic)  # refuses another topic before any network
     result = redrive(_kafka(), args.topic, reason_contains=args.reason)
     print(
-        f"re-drove {result.sent} dead letter(s) from {args.topic}; "
-        f"{result.skipped} left (reason did not match)"
+        f"re-drove {result.sent} dead letter(s) from {args.topic} to {source}; "
+        f"{result.skipped} left pending (reason did not match)"
     )
+    if result.refused:
+        shown = "; ".join(describe_refused(letter) for letter in result.refused[:10])
+        more = f"; and {len(result.refused) - 10} more" if len(result.refused) > 10 else ""
+        print(
+            f"refused {len(result.refused)} letter(s) whose dwh.source.topic is not {source}, "
+            f"left pending: {shown}{more}"
+        )
     return 0
 
 
@@ -417,12 +428,20 @@ def _add_repairs(commands: _Commands) -> None:
     redrive = commands.command(
         "redrive",
         _dead_letters_redrive,
-        "send dead letters back to their source topic",
+        "send the pending letters of a <source>-dlq topic back to <source>, each once",
         dead,
         "dead-letters redrive",
     )
-    redrive.add_argument("--topic", default=dead_letter_topic(ORDERS_TOPIC))
-    redrive.add_argument("--reason", help="only letters whose reason contains this text")
+    redrive.add_argument(
+        "--topic",
+        default=dead_letter_topic(ORDERS_TOPIC),
+        help="a dead-letter topic, <source>-dlq (default: %(default)s)",
+    )
+    redrive.add_argument(
+        "--reason",
+        help="only letters whose reason contains this text (ignoring case); "
+        "the others stay pending, where they are",
+    )
 
     replay = commands.command(
         "replay",

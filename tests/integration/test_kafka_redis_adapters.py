@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 from attrs import frozen
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from dwh_adapters.kafka import (
     DeliveryFailed,
@@ -34,6 +35,8 @@ from dwh_adapters.kafka import (
     topic_message_count,
     wait_for_broker,
 )
+from dwh_adapters.kafka.admin import dead_letter_max_bytes, topic_max_message_bytes
+from dwh_adapters.kafka.producer import DeadLetterRefused
 from dwh_adapters.memory import (
     InMemoryDeadLetters,
     InMemoryDictionaries,
@@ -41,7 +44,7 @@ from dwh_adapters.memory import (
     InMemoryTopics,
 )
 from dwh_adapters.redis import RedisDictionaryReader, RedisDictionaryWriter, RedisSettings
-from dwh_core.messages import DeadLetter, InMessage, OutMessage, dead_letter_topic
+from dwh_core.messages import MAX_REASON, DeadLetter, InMessage, OutMessage, dead_letter_topic
 from dwh_core.ports import DeadLetterSink, DictionaryReader, Publisher
 
 pytestmark = pytest.mark.integration
@@ -423,15 +426,102 @@ def test_publishing_to_an_unreachable_broker_fails_clearly_within_seconds() -> N
     assert time.monotonic() - started < 10
 
 
-def test_a_message_too_large_for_the_broker_is_a_message_error_not_a_transient_one(
+def test_a_message_too_large_for_the_broker_is_a_message_error_naming_its_size_and_the_limit(
     new_topic: Callable[[], str],
 ) -> None:
+    topic = new_topic()
+    limit = known_limit(KAFKA, topic)
+    huge = os.urandom(2_000_000)  # incompressible: the broker weighs the compressed batch
     with (
-        pytest.raises(MessageRejected, match="too large") as raised,
-        KafkaPublisher(KAFKA, new_topic()) as publisher,
+        pytest.raises(MessageRejected) as raised,
+        KafkaPublisher(KAFKA, topic) as publisher,
     ):
-        publisher.publish([OutMessage(b"k", b"small"), OutMessage(b"k", b"x" * 2_000_000)])
+        publisher.publish([OutMessage(b"k", b"small"), OutMessage(b"k", huge)])
+
     assert isinstance(raised.value, ValueError)
+    assert f"2,000,001 bytes, more than {topic} accepts (max.message.bytes {limit:,}" in str(
+        raised.value
+    )
+    assert "too large" in str(raised.value)
+
+
+def test_a_dead_letter_the_topic_refuses_is_not_a_message_error_so_the_worker_retries(
+    kafka: KafkaSettings,
+) -> None:
+    source = unique("tight")
+    dlq = dead_letter_topic(source)
+    create_by_hand(kafka, dlq, {"max.message.bytes": "100000"})  # smaller than any source
+    try:
+        letter = DeadLetter(InMessage(os.urandom(200_000), source, 0, 7), "stg", "bad value")
+        with (
+            pytest.raises(DeadLetterRefused, match=r"raise its max\.message\.bytes") as raised,
+            KafkaDeadLetterSink(kafka) as sink,
+        ):
+            sink.send([letter])
+
+        assert not isinstance(raised.value, ValueError)  # so errors.is_transient says retry
+        assert f"more than {dlq} accepts (max.message.bytes 100,000" in str(raised.value)
+    finally:
+        delete_topics(kafka, [dlq])
+
+
+def create_by_hand(kafka: KafkaSettings, topic: str, config: dict[str, str]) -> None:
+    """A topic made as ensure_topics never would: with exactly this configuration."""
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    futures = admin.create_topics([NewTopic(topic, 1, config=config)])
+    futures[topic].result(timeout=DEADLINE_S)
+
+
+def known_limit(kafka: KafkaSettings, topic: str) -> int:
+    """The topic's max.message.bytes, once the broker knows the new topic."""
+    deadline = time.monotonic() + DEADLINE_S
+    while (limit := topic_max_message_bytes(kafka, topic)) is None:
+        assert time.monotonic() < deadline, f"{topic} unknown to the broker"
+        time.sleep(0.1)
+    return limit
+
+
+def test_the_producer_passes_on_a_message_over_librdkafkas_default_that_the_topic_accepts() -> None:
+    topic = unique("big")
+    ensure_topics(KAFKA, [topic], partitions=1, config={"max.message.bytes": str(3 * 2**20)})
+    try:
+        value = os.urandom(2_500_000)  # over librdkafka's default message.max.bytes (1,000,000)
+        with KafkaPublisher(KAFKA, topic) as publisher:
+            publisher.publish([OutMessage(b"k", value)])
+        assert [m.value for m in read_topic(topic, 1)] == [value]
+    finally:
+        delete_topics(KAFKA, [topic])
+
+
+def test_a_dead_letter_topic_is_made_to_take_what_its_source_takes_plus_headroom(
+    kafka: KafkaSettings,
+) -> None:
+    source, existing = unique("src"), unique("old")
+    topics = [source, dead_letter_topic(source), existing, dead_letter_topic(existing)]
+    try:
+        ensure_topics(kafka, [existing], partitions=1)
+        create_by_hand(kafka, dead_letter_topic(existing), {})  # as the source: too small
+        default = known_limit(kafka, existing)
+        assert known_limit(kafka, dead_letter_topic(existing)) == default
+        created = ensure_topics(
+            kafka,
+            [dead_letter_topic(source), source, dead_letter_topic(existing)],
+            partitions=1,
+            config={"max.message.bytes": str(5 * 2**20)},
+        )
+
+        assert created == [source, dead_letter_topic(source)]
+        assert topic_max_message_bytes(kafka, source) == 5 * 2**20
+        assert topic_max_message_bytes(kafka, dead_letter_topic(source)) == dead_letter_max_bytes(
+            5 * 2**20
+        )
+        # an existing dead-letter topic is raised to fit its source's (the broker default)
+        assert topic_max_message_bytes(kafka, dead_letter_topic(existing)) == (
+            dead_letter_max_bytes(default)
+        )
+        assert dead_letter_max_bytes(default) > default + MAX_REASON * 4 + 1000
+    finally:
+        delete_topics(kafka, topics)
 
 
 def test_consuming_a_topic_that_does_not_exist_yet_gives_empty_batches(

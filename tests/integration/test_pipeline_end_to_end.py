@@ -71,7 +71,7 @@ def bad_messages(good: list[bytes]) -> dict[bytes, str]:
     too_big = json.loads(good[3])
     too_big["object_id"] = 3_000_000_000  # valid JSON, but past the int column's range
     return {
-        json.dumps(too_big).encode(): "cannot be processed: NumericValueOutOfRange",
+        json.dumps(too_big).encode(): "$.object_id: order id 3000000000 is out of range",
         b"{not json": "not JSON",
         b"[]": "$: expected object, got array",
         json.dumps({**order, "object_type": "payment"}).encode(): "$.object_type: expected 'order'",

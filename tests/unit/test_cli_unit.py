@@ -152,3 +152,20 @@ def test_totals_round_trip_through_json() -> None:
     totals = Totals(5, 4, 3, 9, 2, 6)
 
     assert Totals.from_json(totals.to_json()) == totals
+
+
+def test_a_redrive_of_a_topic_that_is_not_a_dead_letter_topic_is_refused_naming_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KAFKA_HOST", "127.0.0.1")
+    monkeypatch.setenv("KAFKA_PORT", "1")  # nothing answers: refused before any network
+
+    code = cli.main(["dead-letters", "redrive", "--topic", "stg-service-orders"])
+
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert out == ""
+    assert err == (
+        "dwh dead-letters redrive: error: stg-service-orders is not a dead-letter topic: a "
+        "redrive reads only <source>-dlq topics, and sends their letters back to <source>\n"
+    )

@@ -173,8 +173,7 @@ def test_every_arrival_order_of_tied_versions_gives_the_same_warehouse(
         for i in chosen
     ]
     first, *others = [
-        warehouse(list(permutation), batch_size)
-        for permutation in itertools.permutations(versions)
+        warehouse(list(permutation), batch_size) for permutation in itertools.permutations(versions)
     ]
     assert all(other == first for other in others)
     # And the one result is the documented winner's.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 
@@ -14,7 +14,12 @@ from confluent_kafka import (
     KafkaException,
     TopicPartition,
 )
-from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]  # not re-exported in the stubs
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not re-exported in the stubs
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+)
 
 from dwh_adapters.kafka._clients import (
     REQUEST_TIMEOUT_S,
@@ -26,17 +31,111 @@ from dwh_adapters.kafka._clients import (
     watermarks,
 )
 from dwh_adapters.kafka.settings import KafkaSettings
+from dwh_core.messages import source_of_dead_letters
 
 _LOOKUP_GROUP = "dwh-admin"  # asked nothing but metadata and watermarks; never joins
+MAX_MESSAGE_BYTES = "max.message.bytes"
+# What a dead letter adds to its original: headers of at most a few kilobytes (the
+# reason is bounded to 500 characters), and what another compression of the same bytes
+# may cost (lz4 on incompressible data: under 0.5%).
+DEAD_LETTER_HEADROOM_BYTES = 64 * 1024
 
 
-def ensure_topics(settings: KafkaSettings, topics: Sequence[str], partitions: int = 3) -> list[str]:
-    """Create the topics that do not exist yet (replication: the broker's default);
-    the ones created."""
-    new = [NewTopic(topic, num_partitions=partitions) for topic in topics]
+def dead_letter_max_bytes(source_max_bytes: int) -> int:
+    """The ``max.message.bytes`` a dead-letter topic needs so that every message its
+    source topic accepts fits as a letter."""
+    return source_max_bytes + source_max_bytes // 100 + DEAD_LETTER_HEADROOM_BYTES
+
+
+def ensure_topics(
+    settings: KafkaSettings,
+    topics: Sequence[str],
+    partitions: int = 3,
+    config: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Create the topics that do not exist yet (replication: the broker's default, and
+    ``config`` as their topic configuration); the ones created.
+
+    A dead-letter topic (``<source>-dlq``) must take every message its source accepts
+    plus the letter's headers: it is created, after the sources, with the
+    ``max.message.bytes`` of :func:`dead_letter_max_bytes` for its source's (as the
+    broker reports it, when the source exists), and one that exists with less is raised
+    to that."""
+    dead = [topic for topic in topics if source_of_dead_letters(topic) is not None]
+    sources = [topic for topic in topics if topic not in dead]
+    created = _create(settings, sources, partitions, config or {})
+    for topic in dead:
+        wanted = _dead_letter_config(settings, topic, config or {}, sources)
+        created += _create(settings, [topic], partitions, wanted)
+        _raise_limit(settings, topic, wanted.get(MAX_MESSAGE_BYTES))
+    return created
+
+
+def _create(
+    settings: KafkaSettings, topics: Sequence[str], partitions: int, config: Mapping[str, str]
+) -> list[str]:
+    if not topics:
+        return []
+    new = [NewTopic(topic, num_partitions=partitions, config=dict(config)) for topic in topics]
     admin = new_admin(settings)  # kept alive until the futures are done
     futures = admin.create_topics(new, request_timeout=REQUEST_TIMEOUT_S)
     return _completed(futures, ignore=KafkaError.TOPIC_ALREADY_EXISTS)
+
+
+def _dead_letter_config(
+    settings: KafkaSettings, topic: str, config: Mapping[str, str], ensured: Sequence[str]
+) -> dict[str, str]:
+    source = source_of_dead_letters(topic) or topic
+    source_max = _source_limit(settings, source, source in ensured)
+    if source_max is None:  # no source (yet): what it would be created with, if we know
+        given = config.get(MAX_MESSAGE_BYTES)
+        source_max = int(given) if given else None
+    if source_max is None:
+        return dict(config)
+    return {**config, MAX_MESSAGE_BYTES: str(dead_letter_max_bytes(source_max))}
+
+
+def _source_limit(settings: KafkaSettings, source: str, ensured: bool) -> int | None:
+    """The source's ``max.message.bytes``. A topic just created is not known to every
+    broker at once: one that was just ensured is asked again, for a few seconds."""
+    deadline = time.monotonic() + REQUEST_TIMEOUT_S
+    while True:
+        limit = topic_max_message_bytes(settings, source)
+        if limit is not None or not ensured or time.monotonic() > deadline:
+            return limit
+        time.sleep(0.1)
+
+
+def _raise_limit(settings: KafkaSettings, topic: str, wanted: str | None) -> None:
+    """Raise the topic's ``max.message.bytes`` to ``wanted`` if it is below (never
+    lower it)."""
+    current = topic_max_message_bytes(settings, topic)
+    if wanted is None or current is None or current >= int(wanted):
+        return
+    entry = ConfigEntry(MAX_MESSAGE_BYTES, wanted, incremental_operation=AlterConfigOpType.SET)
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[entry])
+    admin = new_admin(settings)
+    for future in admin.incremental_alter_configs(
+        [resource], request_timeout=REQUEST_TIMEOUT_S
+    ).values():
+        future.result()
+
+
+def topic_max_message_bytes(settings: KafkaSettings, topic: str) -> int | None:
+    """The largest record batch the topic accepts (its ``max.message.bytes``, or the
+    broker's default for it), as the broker reports it; None if the topic does not
+    exist."""
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    admin = new_admin(settings)
+    future = admin.describe_configs([resource], request_timeout=REQUEST_TIMEOUT_S)[resource]
+    try:
+        entries = future.result()
+    except KafkaException as exc:
+        if exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            return None
+        raise
+    entry = entries.get(MAX_MESSAGE_BYTES)
+    return int(entry.value) if entry is not None and entry.value is not None else None
 
 
 def delete_topics(settings: KafkaSettings, topics: Sequence[str]) -> list[str]:

@@ -1,32 +1,38 @@
 """Dead letters for operators: list them, and send them back to where they came from
 once the cause is fixed (CONTRACT.md §5).
 
-How a redrive remembers what it has done: the consumer group ``dwh-redrive`` keeps, per
-dead-letter topic partition, the offset up to which every letter has been handled.
-``redrive`` reads from there to the end of each partition as it was when the redrive
-began, and sends each letter either back to its source topic (its reason matches) or,
-unchanged with its headers, to the end of the same dead-letter topic (it does not match,
-or names no source), and commits past both only after the broker has confirmed them.
-So a second redrive never sends a letter again, and a letter left behind stays
-redrivable, later, as its copy. A crash between the delivery and the commit sends some
-letters twice, which the idempotent layers absorb. The group never joins (partitions are
-assigned explicitly), so two redrives of one topic must not run at the same time.
+A redrive reads only a dead-letter topic, ``<source>-dlq``, and sends its letters only
+to ``<source>``, each with its original key and bytes; a letter whose
+``dwh.source.topic`` header names another topic (or none) is refused: left where it is
+and reported.
+
+How a redrive remembers what it has done, per letter, without moving any: after the
+broker has confirmed a letter back on its source topic, the redrive appends a *mark* to
+the letter's own dead-letter partition (no key, no value, header
+``dwh.redriven.offset``: the letter's offset). A letter with a mark is handled; one
+without is pending, wherever it is. The consumer group ``dwh-redrive`` only saves
+reading: per partition, it commits the offset of the first letter still pending (or the
+end), below which every letter is handled. So a letter is sent once whatever the redrives
+that follow, selective or not; a letter a selective redrive skipped stays where it is,
+once, pending for a later one. A crash between the delivery and its mark sends those
+letters again, which the idempotent layers absorb. Partitions are assigned explicitly
+(the group never joins), so two redrives of one topic must not run at the same time.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
-from attrs import frozen
+from attrs import evolve, frozen
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from dwh_adapters.kafka._clients import (
     committed,
     log,
     new_consumer,
-    next_offsets,
     partitions_of,
     watermarks,
 )
@@ -37,22 +43,34 @@ from dwh_adapters.kafka.producer import (
     Record,
 )
 from dwh_adapters.kafka.settings import KafkaSettings
+from dwh_core.messages import shorten, source_of_dead_letters
 
 REDRIVE_GROUP = "dwh-redrive"
+REDRIVEN_OFFSET_HEADER = "dwh.redriven.offset"
+REDRIVEN_TO_HEADER = "dwh.redriven.to"
+REDRIVEN_AT_HEADER = "dwh.redriven.at"
 _FETCH_SIZE = 1000
 _POLL_S = 0.5
 _IDLE_TIMEOUT_S = 30.0
 
+_Position = tuple[int, int]  # (partition, offset)
+
+
+class RedriveRefused(ValueError):
+    """A redrive that must not run: ``str()`` says why, naming the topic."""
+
 
 @frozen
 class StoredDeadLetter:
-    """A dead letter as stored: the original key and bytes, and the headers as text."""
+    """A dead letter as stored: the original key and bytes, the headers as text, and
+    whether a redrive has sent it back (``redriven``)."""
 
     value: bytes | None
     key: bytes | None
     headers: Mapping[str, str]
     partition: int
     offset: int
+    redriven: bool = False
 
     @property
     def reason(self) -> str:
@@ -64,57 +82,224 @@ class StoredDeadLetter:
 
 
 @frozen
+class RefusedLetter:
+    """A letter a redrive did not send: its header names ``names`` (None: no source
+    topic at all), not the topic it reads the dead letters of."""
+
+    partition: int
+    offset: int
+    names: str | None
+
+
+@frozen
 class RedriveResult:
+    """What a redrive did: letters sent back, letters left pending because their reason
+    did not match, and letters refused (left pending too)."""
+
     sent: int
     skipped: int
+    refused: tuple[RefusedLetter, ...] = ()
+
+
+@frozen
+class _Entry:
+    """A letter seen while surveying a topic: everything but its key and value."""
+
+    partition: int
+    offset: int
+    timestamp: int
+    headers: Mapping[str, str]
+    redriven: bool = False
+
+
+@frozen
+class _Survey:
+    ranges: Mapping[int, tuple[int, int]]
+    letters: list[_Entry]
 
 
 def read_dead_letters(
-    settings: KafkaSettings, dlq_topic: str, limit: int | None = None, *, pending: bool = False
+    settings: KafkaSettings,
+    dlq_topic: str,
+    limit: int | None = None,
+    *,
+    pending: bool = False,
+    values: bool = True,
 ) -> list[StoredDeadLetter]:
-    """The letters in the topic, oldest first, at most ``limit``: all of them from the
-    beginning, or with ``pending`` only those no redrive has handled yet (a letter a
-    filtered redrive left behind then appears once, as its newer copy)."""
-    with _reader(settings) as consumer:
-        ranges = _ranges(consumer, dlq_topic, pending)
-        if limit is not None:
-            ranges = {p: (start, min(end, start + limit)) for p, (start, end) in ranges.items()}
-        messages = [m for batch in _read(consumer, dlq_topic, ranges) for m in batch]
-    messages.sort(key=lambda m: (m.timestamp()[1], m.partition(), m.offset()))
-    return [_stored(message) for message in messages[:limit]]
+    """The letters in the topic (never the redrive's marks), oldest first, at most
+    ``limit``: all of them, or with ``pending`` only those no redrive has sent back yet.
+    Without ``values`` the keys and values are not kept (None), which spares memory when
+    only the headers are shown."""
+    survey = _survey(settings, dlq_topic, pending)
+    letters = sorted(survey.letters, key=lambda e: (e.timestamp, e.partition, e.offset))
+    chosen = letters[:limit]
+    if not values:
+        return [_without_value(entry) for entry in chosen]
+    by_position = {(e.partition, e.offset): e for e in chosen}
+    found: dict[_Position, StoredDeadLetter] = {}
+    for batch in _fetch(settings, dlq_topic, by_position):
+        for message in batch:
+            letter = _stored(message)
+            found[(letter.partition, letter.offset)] = letter
+    return [
+        evolve(found[position], redriven=by_position[position].redriven)
+        for position in ((e.partition, e.offset) for e in chosen)
+        if position in found
+    ]
 
 
 def redrive(
     settings: KafkaSettings, dlq_topic: str, reason_contains: str | None = None
 ) -> RedriveResult:
-    """Send the pending letters whose reason contains ``reason_contains`` (ignoring case;
-    all of them if ``None``) back to their source topics, with their original key and
-    bytes; see the module docstring for how the others stay redrivable."""
+    """Send the pending letters of ``<source>-dlq`` whose reason contains
+    ``reason_contains`` (ignoring case; all of them if ``None``) back to ``<source>``,
+    with their original key and bytes, and mark each as sent (see the module
+    docstring). Letters whose ``dwh.source.topic`` is not ``<source>`` are refused and
+    stay pending, as do those whose reason does not match. Raises
+    :class:`RedriveRefused` for a topic that is not a dead-letter topic, or when
+    ``<source>`` does not exist."""
+    source = redrive_destination(dlq_topic)
     wanted = reason_contains.casefold() if reason_contains is not None else None
+    survey = _survey(settings, dlq_topic, pending=True)
+    send, skipped, refused = _plan(survey.letters, source, wanted)
+    if send:
+        _check_exists(settings, source, dlq_topic)
+        _send(settings, dlq_topic, source, send)
+    _commit_progress(settings, dlq_topic, _progress(survey, skipped + refused))
+    log.info(
+        "dead letters redriven",
+        extra={"topic": dlq_topic, "sent": len(send), "skipped": len(skipped)},
+    )
+    return RedriveResult(
+        len(send),
+        len(skipped),
+        tuple(
+            RefusedLetter(e.partition, e.offset, e.headers.get(SOURCE_TOPIC_HEADER))
+            for e in refused
+        ),
+    )
+
+
+def redrive_destination(dlq_topic: str) -> str:
+    """Where a redrive of ``dlq_topic`` sends letters: its name without ``-dlq``; raises
+    :class:`RedriveRefused` naming it if it is not a dead-letter topic."""
+    source = source_of_dead_letters(dlq_topic)
+    if source is None:
+        raise RedriveRefused(
+            f"{dlq_topic} is not a dead-letter topic: a redrive reads only <source>-dlq "
+            "topics, and sends their letters back to <source>"
+        )
+    return source
+
+
+def _plan(
+    letters: list[_Entry], source: str, wanted: str | None
+) -> tuple[set[_Position], list[_Entry], list[_Entry]]:
+    """(the positions to send, the letters skipped, the letters refused)."""
+    send: set[_Position] = set()
+    skipped: list[_Entry] = []
+    refused: list[_Entry] = []
+    for entry in letters:
+        if entry.headers.get(SOURCE_TOPIC_HEADER) != source:
+            refused.append(entry)
+        elif wanted is None or wanted in entry.headers.get(REASON_HEADER, "").casefold():
+            send.add((entry.partition, entry.offset))
+        else:
+            skipped.append(entry)
+    return send, skipped, refused
+
+
+def _check_exists(settings: KafkaSettings, source: str, dlq_topic: str) -> None:
+    with _reader(settings) as consumer:
+        if not partitions_of(consumer, source):
+            raise RedriveRefused(
+                f"{source}, where the letters of {dlq_topic} go back to, does not exist"
+            )
+
+
+def _send(settings: KafkaSettings, dlq_topic: str, source: str, send: set[_Position]) -> None:
+    """Each letter back to the source, then, once the broker confirmed them, its mark."""
     producer = DeliveringProducer(settings)
-    sent = skipped = 0
     try:
-        with _reader(settings) as consumer:
-            ranges = _ranges(consumer, dlq_topic, pending=True)
-            for batch in _read(consumer, dlq_topic, ranges):
-                letters = [_stored(message) for message in batch]
-                records = [_destination(letter, dlq_topic, wanted) for letter in letters]
-                producer.deliver(records)
-                returned = sum(record.topic != dlq_topic for record in records)
-                sent, skipped = sent + returned, skipped + len(records) - returned
-                _commit(consumer, next_offsets((dlq_topic, m.partition, m.offset) for m in letters))
+        for batch in _fetch(settings, dlq_topic, send):
+            producer.deliver(Record(source, m.value(), m.key()) for m in batch)
+            at = datetime.now(UTC).isoformat(timespec="milliseconds")
+            producer.deliver(_mark(dlq_topic, m, source, at) for m in batch)
     finally:
         producer.close()
-    log.info("dead letters redriven", extra={"topic": dlq_topic, "sent": sent, "skipped": skipped})
-    return RedriveResult(sent, skipped)
 
 
-def _destination(letter: StoredDeadLetter, dlq_topic: str, wanted: str | None) -> Record:
-    source = letter.source_topic
-    if source is not None and (wanted is None or wanted in letter.reason.casefold()):
-        return Record(source, letter.value, letter.key)
-    headers = tuple((name, text.encode("utf-8")) for name, text in letter.headers.items())
-    return Record(dlq_topic, letter.value, letter.key, headers)
+def _mark(dlq_topic: str, message: Message, source: str, at: str) -> Record:
+    headers = (
+        (REDRIVEN_OFFSET_HEADER, str(message.offset()).encode()),
+        (REDRIVEN_TO_HEADER, source.encode()),
+        (REDRIVEN_AT_HEADER, at.encode()),
+    )
+    return Record(dlq_topic, None, None, headers, partition=message.partition())
+
+
+def _progress(survey: _Survey, left: list[_Entry]) -> dict[int, int]:
+    """Per partition read, the offset below which every letter is handled: the first
+    letter left pending, or the end of what was read."""
+    done = {p: end for p, (start, end) in survey.ranges.items() if start < end}
+    for entry in left:
+        done[entry.partition] = min(done[entry.partition], entry.offset)
+    return done
+
+
+def _commit_progress(settings: KafkaSettings, topic: str, done: Mapping[int, int]) -> None:
+    if not done:
+        return
+    with _reader(settings) as consumer:
+        offsets = [TopicPartition(topic, p, offset) for p, offset in sorted(done.items())]
+        for partition in consumer.commit(offsets=offsets, asynchronous=False) or []:
+            if partition.error is not None:
+                raise KafkaException(partition.error)
+
+
+def _survey(settings: KafkaSettings, topic: str, pending: bool) -> _Survey:
+    """The letters of the topic from the beginning (or, ``pending``, from the redrive
+    group's progress) to its end as it is now, without their values; ``pending`` leaves
+    out those a redrive has marked."""
+    entries: list[_Entry] = []
+    marked: set[_Position] = set()
+    with _reader(settings) as consumer:
+        ranges = _ranges(consumer, topic, pending)
+        for batch in _read(consumer, topic, ranges):
+            for message in batch:
+                headers = _headers(message)
+                position = (message.partition() or 0, message.offset() or 0)
+                if REDRIVEN_OFFSET_HEADER in headers:
+                    marked.add((position[0], _int(headers[REDRIVEN_OFFSET_HEADER])))
+                else:
+                    entries.append(_Entry(*position, message.timestamp()[1], headers))
+    letters = [
+        _Entry(e.partition, e.offset, e.timestamp, e.headers, (e.partition, e.offset) in marked)
+        for e in entries
+    ]
+    return _Survey(ranges, [e for e in letters if not (pending and e.redriven)])
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        return -1  # a mark we did not write: it marks nothing
+
+
+def _fetch(
+    settings: KafkaSettings, topic: str, positions: Collection[_Position]
+) -> Iterator[list[Message]]:
+    """The messages at these positions, in fetched batches."""
+    ranges: dict[int, tuple[int, int]] = {}
+    for partition, offset in positions:
+        low, high = ranges.get(partition, (offset, offset + 1))
+        ranges[partition] = (min(low, offset), max(high, offset + 1))
+    with _reader(settings) as consumer:
+        for batch in _read(consumer, topic, ranges):
+            chosen = [m for m in batch if (m.partition() or 0, m.offset() or 0) in positions]
+            if chosen:
+                yield chosen
 
 
 @contextmanager
@@ -130,9 +315,9 @@ def _ranges(consumer: Consumer, topic: str, pending: bool) -> dict[int, tuple[in
     """[start, end) of each partition: from the beginning (or the redrive group's commit)
     to the end as it is now."""
     partitions = partitions_of(consumer, topic)
-    marks = watermarks(consumer, topic, partitions)
+    bounds = watermarks(consumer, topic, partitions)
     done = committed(consumer, topic, partitions) if pending else {}
-    return {p: (_start(low, high, done.get(p, low)), high) for p, (low, high) in marks.items()}
+    return {p: (_start(low, high, done.get(p, low)), high) for p, (low, high) in bounds.items()}
 
 
 def _start(low: int, high: int, done: int) -> int:
@@ -175,23 +360,32 @@ def _skip_or_raise(error: KafkaError) -> None:
     log.warning("consumer error, skipped", extra={"error": str(error)})
 
 
-def _commit(consumer: Consumer, offsets: list[TopicPartition]) -> None:
-    for partition in consumer.commit(offsets=offsets, asynchronous=False):
-        if partition.error is not None:
-            raise KafkaException(partition.error)
-
-
-def _stored(message: Message) -> StoredDeadLetter:
+def _headers(message: Message) -> dict[str, str]:
     raw = message.headers() or []
     pairs = raw.items() if isinstance(raw, dict) else raw
-    headers = {
+    return {
         name: value.decode("utf-8", "replace") if isinstance(value, bytes) else value or ""
         for name, value in pairs
     }
+
+
+def _stored(message: Message) -> StoredDeadLetter:
     return StoredDeadLetter(
         value=message.value(),
         key=message.key(),
-        headers=headers,
+        headers=_headers(message),
         partition=message.partition() or 0,
         offset=message.offset() or 0,
     )
+
+
+def _without_value(entry: _Entry) -> StoredDeadLetter:
+    return StoredDeadLetter(
+        None, None, entry.headers, entry.partition, entry.offset, entry.redriven
+    )
+
+
+def describe_refused(refused: RefusedLetter) -> str:
+    """``partition:offset names <topic>`` (or ``names no source topic``), for reports."""
+    names = f"names {shorten(refused.names)}" if refused.names else "names no source topic"
+    return f"{refused.partition}:{refused.offset} {names}"

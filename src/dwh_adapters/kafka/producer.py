@@ -3,13 +3,14 @@ output and the dead-letter sink share one piece of produce-and-wait code."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from attrs import frozen
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from dwh_adapters.clock import SystemClock
 from dwh_adapters.kafka._clients import log, new_producer
+from dwh_adapters.kafka.admin import topic_max_message_bytes
 from dwh_adapters.kafka.settings import KafkaSettings
 from dwh_adapters.lifecycle import Closeable
 from dwh_core.messages import DeadLetter, OutMessage
@@ -23,6 +24,13 @@ SOURCE_OFFSET_HEADER = "dwh.source.offset"
 REJECTED_AT_HEADER = "dwh.rejected.at"
 
 DEFAULT_DELIVERY_TIMEOUT_S = 30.0
+# librdkafka refuses, before sending, a message over its own ``message.max.bytes``
+# (1,000,000 bytes by default), whatever the topic accepts: a worker could then never
+# pass on, or dead-letter, a message that its source topic took. The limit that counts
+# is each topic's ``max.message.bytes``, which the broker enforces (a refusal is a
+# MessageRejected naming it); this one only has to be above any of them. 100 MiB is
+# the broker's default ``socket.request.max.bytes``: no produce request can be larger.
+PRODUCER_MESSAGE_MAX_BYTES = 100 * 1024 * 1024
 _FLUSH_MARGIN_S = 5.0
 _QUEUE_FULL_WAIT_S = 0.1
 
@@ -45,7 +53,16 @@ class DeliveryFailed(Exception):
 
 class MessageRejected(DeliveryFailed, ValueError):
     """The broker refuses a message for what it is (too large, malformed): a message
-    error, so that the worker isolates and dead-letters it instead of retrying."""
+    error, so that the worker isolates and dead-letters it instead of retrying. For a
+    message too large, ``str()`` says its size and what the topic accepts."""
+
+
+class DeadLetterRefused(DeliveryFailed):
+    """The dead-letter topic refuses a letter (it is larger than the topic accepts).
+    Not a message error: dead-lettering the letter again could only fail again, and
+    skipping it would lose the message. The worker retries, not ready, until the topic
+    accepts it (its ``max.message.bytes`` above its source topic's, as ``dwh topics
+    create`` makes it)."""
 
 
 _Report = Callable[[KafkaError | None, Message], None]
@@ -53,10 +70,32 @@ _Report = Callable[[KafkaError | None, Message], None]
 
 @frozen
 class Record:
+    """One message to send; ``partition`` None lets the partitioner choose by key."""
+
     topic: str
     value: bytes | None
     key: bytes | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
+    partition: int | None = None
+
+
+@frozen
+class _Failure:
+    error: KafkaError
+    topic: str
+    size: int
+
+
+def _size(
+    key: str | bytes | None,
+    value: str | bytes | None,
+    headers: Mapping[str, str | bytes | None] | Iterable[tuple[str, str | bytes | None]] | None,
+) -> int:
+    """Key, value and headers in bytes, about: what a topic's ``max.message.bytes``
+    weighs (before compression)."""
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or []
+    weight = sum(len(name) + len(data or b"") for name, data in pairs)
+    return len(key or b"") + len(value or b"") + weight
 
 
 class DeliveringProducer:
@@ -74,11 +113,12 @@ class DeliveringProducer:
     def deliver(self, records: Iterable[Record]) -> int:
         """Send the records, each with its key and headers; the number sent."""
         producer = self._client()
-        failures: list[KafkaError] = []
+        failures: list[_Failure] = []
 
-        def report(error: KafkaError | None, _message: Message) -> None:
+        def report(error: KafkaError | None, message: Message) -> None:
             if error is not None:
-                failures.append(error)
+                size = _size(message.key(), message.value(), message.headers())
+                failures.append(_Failure(error, message.topic() or "", size))
 
         topics: set[str] = set()
         sent = 0
@@ -104,8 +144,8 @@ class DeliveringProducer:
             self._producer = _new_producer(self._settings, self._delivery_timeout_s)
         return self._producer
 
-    def _fail(self, failures: list[KafkaError], undelivered: int, topics: set[str]) -> None:
-        if any(error.fatal() for error in failures):
+    def _fail(self, failures: list[_Failure], undelivered: int, topics: set[str]) -> None:
+        if any(failure.error.fatal() for failure in failures):
             self._producer = None  # a fatal error ends this producer; the next call makes one
         where = ", ".join(sorted(topics))
         if not failures:
@@ -113,10 +153,30 @@ class DeliveringProducer:
                 f"{undelivered} message(s) to {where} still unconfirmed after "
                 f"{self._delivery_timeout_s + _FLUSH_MARGIN_S:g}s"
             )
-        reason = f"{len(failures) + undelivered} message(s) to {where} not delivered: {failures[0]}"
-        if all(error.code() in _MESSAGE_FAULTS for error in failures):
-            raise MessageRejected(reason)
-        raise DeliveryFailed(reason)
+        count = len(failures) + undelivered
+        if all(failure.error.code() in _MESSAGE_FAULTS for failure in failures):
+            raise MessageRejected(f"{count} message(s) to {where} refused: {self._why(failures)}")
+        raise DeliveryFailed(f"{count} message(s) to {where} not delivered: {failures[0].error}")
+
+    def _why(self, failures: list[_Failure]) -> str:
+        """The first refusal, and for one of size how large the message is and what its
+        topic accepts: the reason its dead letter will carry."""
+        sized = [f for f in failures if f.error.code() == KafkaError.MSG_SIZE_TOO_LARGE]
+        if not sized:
+            return str(failures[0].error.str())
+        largest = max(sized, key=lambda failure: failure.size)
+        return (
+            f"{largest.size:,} bytes, more than {largest.topic} accepts "
+            f"({self._limit(largest.topic)}; {largest.error.str()})"
+        )
+
+    def _limit(self, topic: str) -> str:
+        try:
+            limit = topic_max_message_bytes(self._settings, topic)
+        except KafkaException as exc:  # only the wording of an error depends on it
+            log.debug("max.message.bytes of %s unknown: %s", topic, exc)
+            limit = None
+        return "max.message.bytes unknown" if limit is None else f"max.message.bytes {limit:,}"
 
 
 def _new_producer(settings: KafkaSettings, delivery_timeout_s: float) -> Producer:
@@ -126,6 +186,7 @@ def _new_producer(settings: KafkaSettings, delivery_timeout_s: float) -> Produce
         "linger.ms": 5,
         "compression.type": "lz4",
         "message.timeout.ms": int(delivery_timeout_s * 1000),
+        "message.max.bytes": PRODUCER_MESSAGE_MAX_BYTES,
     }
     try:
         return new_producer(settings, config)
@@ -133,20 +194,26 @@ def _new_producer(settings: KafkaSettings, delivery_timeout_s: float) -> Produce
         return new_producer(settings, {**config, "compression.type": "none"})
 
 
-def _produce(
-    producer: Producer, record: Record, report: _Report, failures: list[KafkaError]
-) -> None:
+def _produce(producer: Producer, record: Record, report: _Report, failures: list[_Failure]) -> None:
     headers: list[tuple[str, str | bytes | None]] = list(record.headers)
+    # confluent-kafka takes -1 (librdkafka's RD_KAFKA_PARTITION_UA) for "any partition"
+    partition = -1 if record.partition is None else record.partition
     while True:
         try:
             producer.produce(
-                record.topic, record.value, record.key, on_delivery=report, headers=headers or None
+                record.topic,
+                record.value,
+                record.key,
+                partition=partition,
+                on_delivery=report,
+                headers=headers or None,
             )
         except BufferError:
             producer.poll(_QUEUE_FULL_WAIT_S)  # the local queue is full: let it drain
             continue
         except KafkaException as exc:  # refused before sending, e.g. too large
-            failures.append(exc.args[0])
+            size = _size(record.key, record.value, record.headers)
+            failures.append(_Failure(exc.args[0], record.topic, size))
         return
 
 
@@ -181,7 +248,12 @@ class KafkaPublisher(_LazyProducing):
 
 class KafkaDeadLetterSink(_LazyProducing):
     """Dead letters (:class:`~dwh_core.ports.DeadLetterSink`): the original key and
-    bytes, unchanged, to ``<source topic>-dlq``, with why and whence in headers."""
+    bytes, unchanged, to ``<source topic>-dlq``, with why and whence in headers.
+
+    A letter is its original plus at most a few kilobytes of headers (the reason is
+    bounded), so a dead-letter topic whose ``max.message.bytes`` is its source's plus
+    headroom (:func:`~dwh_adapters.kafka.admin.ensure_topics`) takes every letter. One
+    it refuses all the same raises :class:`DeadLetterRefused`, never MessageRejected."""
 
     def __init__(
         self,
@@ -196,15 +268,21 @@ class KafkaDeadLetterSink(_LazyProducing):
         if not letters:
             return
         rejected_at = self._clock.now().isoformat(timespec="milliseconds") + "Z"
-        self._producer.deliver(
-            Record(
-                letter.topic,
-                letter.message.value,
-                letter.message.key,
-                dead_letter_headers(letter, rejected_at),
+        try:
+            self._producer.deliver(
+                Record(
+                    letter.topic,
+                    letter.message.value,
+                    letter.message.key,
+                    dead_letter_headers(letter, rejected_at),
+                )
+                for letter in letters
             )
-            for letter in letters
-        )
+        except MessageRejected as exc:
+            raise DeadLetterRefused(
+                f"a dead-letter topic refuses a letter ({exc}); raise its max.message.bytes "
+                "above its source topic's (dwh topics create does)"
+            ) from exc
 
 
 def dead_letter_headers(letter: DeadLetter, rejected_at: str) -> tuple[tuple[str, bytes], ...]:
