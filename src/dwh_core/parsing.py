@@ -187,7 +187,17 @@ def decode_json(data: bytes) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise InvalidMessage(f"not JSON: {exc}") from None
+        raise InvalidMessage(_not_json(data, exc)) from None
+
+
+def _not_json(data: bytes, error: orjson.JSONDecodeError) -> str:
+    # orjson reports every invalid UTF-8 sequence as "surrogates not allowed".
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8: byte {exc.start} ({data[exc.start : exc.start + 1]!r}) {exc.reason}"
+    # orjson's own text is short; it quotes no value.
+    return f"not JSON: {error}"
 
 
 def _decode_object(data: bytes) -> dict[str, Any]:

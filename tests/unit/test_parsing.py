@@ -112,7 +112,7 @@ def test_an_object_of_another_type_is_not_an_order() -> None:
     ("data", "reason"),
     [
         (b"not json", "not JSON: invalid literal: line 1 column 1 (char 0)"),
-        (b"\xff\xfe{", "not JSON"),
+        (b"\xff\xfe{", "not UTF-8: byte 0 (b'\\xff') invalid start byte"),
         (b"[1, 2]", "$: expected object, got array"),
         (b'"order"', "$: expected object, got string"),
         (b'{"object_id": 1, "payload": []}', "$.object_type: required field missing"),
@@ -202,3 +202,19 @@ def test_order_facts_are_written_with_uuids_in_their_canonical_text_form() -> No
     assert document["products"][0]["key"] == str(hash_key("p"))
     assert document["update_ts"] == "2023-04-01 20:45:43.000120"
     assert parse_order_facts(data) == facts
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b'{"a": "\xff\xfe"}', "not UTF-8: byte 7 (b'\\xff') invalid start byte"),
+        (b'{"a": "\xc0\xaf"}', "not UTF-8: byte 7 (b'\\xc0') invalid start byte"),
+        (b"{not json", "not JSON: unexpected character: line 1 column 2 (char 1)"),
+    ],
+)
+def test_bytes_that_are_not_utf8_are_told_apart_from_bytes_that_are_not_json(
+    data: bytes, reason: str
+) -> None:
+    with pytest.raises(InvalidMessage) as caught:
+        parse_order(data)
+    assert str(caught.value) == reason
