@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
+from dwh_core.messages import shorten
 from dwh_core.orders import (
     EnrichedOrder,
     EnrichedPayload,
@@ -17,7 +18,7 @@ from dwh_core.orders import (
 )
 from dwh_core.parsing import InvalidMessage, parse_restaurant, parse_user
 
-T = TypeVar("T")
+T = TypeVar("T", User, Restaurant)
 
 
 class UnknownReference(LookupError):
@@ -53,9 +54,17 @@ class Catalog:
         if raw is None:
             return UnknownReference(f"unknown {kind} {entry_id}: not in the dictionaries")
         try:
-            return parse(raw)
+            entry = parse(raw)
         except InvalidMessage as exc:
             return UnknownReference(f"{kind} {entry_id}: unreadable dictionary entry: {exc}")
+        # The key is the id (CONTRACT.md §1.2): an entry that names another id would put
+        # the order under someone else's hub key.
+        if entry.id != entry_id:
+            found = shorten(entry.id)
+            return UnknownReference(
+                f"{kind} {entry_id}: dictionary entry has _id {found}, not its key"
+            )
+        return entry
 
 
 def enrich(order: Order, catalog: Catalog, content_hash: str) -> EnrichedOrder:

@@ -100,14 +100,15 @@ class StgService:
         catalog = Catalog(self._dictionaries.fetch(wanted))
         events: list[RawEvent] = []
         out: list[OutMessage] = []
-        for message, (order, document) in parsed:
-            digest = content_hash(document)
+        for message, (order, _) in parsed:
+            raw = message.value or b""  # never empty: _parse_all dead-letters those
+            digest = content_hash(raw)
             try:
                 enriched = enrich(order, catalog, digest)
             except UnknownReference as exc:
                 letters.append(DeadLetter(message, self.stage, str(exc)))
                 continue
-            events.append(_raw_event(order, message.value or b"", digest))
+            events.append(_raw_event(order, raw, digest))
             out.append(OutMessage(order.payload.user.id.encode(), encode(enriched)))
         if events:
             self._events.save(events)

@@ -19,6 +19,7 @@ with detailed validation that runs only on failure, to name every bad path.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -44,6 +45,7 @@ from dwh_core.orders import (
 T = TypeVar("T")
 
 ORDER_OBJECT_TYPE = "order"
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 # numeric(19,5) keeps 14 digits before the point.
 MAX_INTEGER = 10**14 - 1
 # PostgreSQL ``int``.
@@ -214,10 +216,12 @@ def _parse_object(data: bytes, cls: type[T]) -> T:
 def parse_order_document(data: bytes) -> tuple[Order, dict[str, Any]]:
     """An order message of CONTRACT.md §1.1 and its decoded JSON; anything but
     ``object_type == "order"`` is invalid."""
-    # JSON text cannot hold a raw NUL, only its escape; PostgreSQL stores neither.
-    if b"\\u0000" in data:
-        raise InvalidMessage("$: a NUL character (\\u0000) is not allowed in text")
     document = _decode_object(data)
+    # PostgreSQL stores no NUL in text, and STG stores the message text as it came, every
+    # field and every duplicate key included. JSON text holds a NUL only as the escape
+    # \u0000, that is, after a backslash that is not itself escaped.
+    if b"\\u0000" in data and _NUL_ESCAPE.search(data):
+        raise InvalidMessage("$: a NUL character (\\u0000) is not allowed in text")
     object_type = document.get("object_type", ORDER_OBJECT_TYPE)
     if object_type != ORDER_OBJECT_TYPE:
         raise InvalidMessage(f"$.object_type: expected 'order', got {shorten(object_type)}")

@@ -430,8 +430,8 @@ def enriched(
     object_id: int, items: list[int], status: str = "CLOSED", second: int = 60, user_number: int = 0
 ) -> EnrichedOrder:
     document = order(object_id, USERS[user_number]["_id"], RESTAURANTS[0], items, status, second)
-    parsed, decoded = parse_order_document(to_bytes(document))
-    return enrich(parsed, CATALOG, content_hash(decoded))
+    raw = to_bytes(document)
+    return enrich(parse_order_document(raw)[0], CATALOG, content_hash(raw))
 
 
 def save_orders(
