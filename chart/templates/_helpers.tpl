@@ -131,6 +131,7 @@ DWH_LOG_LEVEL: {{ .Values.log.level | quote }}
 {{- define "dwh-workers.workerSettings" -}}
 {{ include "dwh-workers.commonSettings" .root }}
 KAFKA_CONSUMER_GROUP: {{ .worker.consumerGroup | quote }}
+DWH_SESSION_TIMEOUT_MS: {{ .root.Values.kafka.sessionTimeoutMs | int | toString | quote }}
 KAFKA_SOURCE_TOPIC: {{ .worker.sourceTopic | quote }}
 {{- with .worker.destinationTopic }}
 KAFKA_DESTINATION_TOPIC: {{ . | quote }}

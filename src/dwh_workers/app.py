@@ -14,6 +14,7 @@ from tenacity import (
     RetryError,
 )
 
+from dwh_adapters.kafka.consumer import InstanceFenced
 from dwh_adapters.postgres.migrations import SchemaOutdated, check_schema
 from dwh_adapters.postgres.settings import connect
 from dwh_workers import config
@@ -23,6 +24,7 @@ from dwh_workers.observability import Metrics, configure_logging, serve
 from dwh_workers.runner import Worker, backoff
 
 log = logging.getLogger("dwh.worker")
+EXIT_FENCED = 4
 
 
 def _wait_for_schema(settings: config.Settings, metrics: Metrics, stopping: Event) -> None:
@@ -99,6 +101,7 @@ def main(layer: str) -> int:
             "source": settings.worker.source_topic,
             "destination": settings.worker.destination_topic,
             "group": settings.worker.consumer_group,
+            "instance_id": settings.worker.instance_id,
             "kafka": settings.kafka.describe(),
             "postgres": settings.postgres.describe(),
         },
@@ -110,6 +113,15 @@ def main(layer: str) -> int:
         worker.stop()
     try:
         worker.run()
+    except InstanceFenced as exc:
+        log.error(
+            "%s: another worker of this layer uses the same DWH_INSTANCE_ID; give every "
+            "replica its own (exiting with status %d)",
+            exc,
+            EXIT_FENCED,
+            extra={"instance_id": settings.worker.instance_id},
+        )
+        return EXIT_FENCED
     finally:
         container.shutdown_resources()
     return 0

@@ -9,12 +9,15 @@ worker prints that one line and exits.
 from __future__ import annotations
 
 import os
+import re
+import socket
 import sys
 from collections.abc import Mapping
 
 from attrs import frozen
 
 from dwh_adapters.kafka import KafkaSettings
+from dwh_adapters.kafka.settings import INSTANCE_ID_PATTERN, MIN_SESSION_TIMEOUT_MS
 from dwh_adapters.postgres.settings import PgSettings
 from dwh_adapters.redis import RedisSettings
 
@@ -50,6 +53,8 @@ class WorkerSettings:
     source_topic: str
     destination_topic: str | None
     consumer_group: str
+    instance_id: str
+    session_timeout_ms: int
     batch_size: int
     batch_wait_s: float
     http_port: int
@@ -153,6 +158,23 @@ def postgres_settings(env: _Env) -> PgSettings:
     )
 
 
+def default_instance_id(env: _Env, layer: str) -> str:
+    """``<host>-<layer>``: the host name (a pod's name in Kubernetes) survives a crash
+    and a restart in place, and differs between pods; the layer keeps the three workers
+    of one host apart. Characters Kafka refuses become ``-``."""
+    host = env.text("HOSTNAME") or socket.gethostname() or "localhost"
+    return re.sub(r"[^a-zA-Z0-9._-]", "-", f"{host}-{layer}")[-249:]
+
+
+def instance_id(env: _Env, layer: str) -> str:
+    value = env.required("DWH_INSTANCE_ID", default_instance_id(env, layer))
+    if not INSTANCE_ID_PATTERN.match(value) or value in {".", ".."}:
+        raise ConfigError(
+            f"DWH_INSTANCE_ID={value!r} must be 1 to 249 of the characters a-z A-Z 0-9 . _ -"
+        )
+    return value
+
+
 def worker_settings(env: _Env, layer_name: str) -> WorkerSettings:
     layer = LAYERS[layer_name]
     return WorkerSettings(
@@ -160,6 +182,10 @@ def worker_settings(env: _Env, layer_name: str) -> WorkerSettings:
         source_topic=env.required("KAFKA_SOURCE_TOPIC", layer.source_topic),
         destination_topic=env.text("KAFKA_DESTINATION_TOPIC", layer.destination_topic),
         consumer_group=env.required("KAFKA_CONSUMER_GROUP", layer.consumer_group),
+        instance_id=instance_id(env, layer.name),
+        session_timeout_ms=env.integer(
+            "DWH_SESSION_TIMEOUT_MS", 30_000, MIN_SESSION_TIMEOUT_MS, 300_000
+        ),
         batch_size=env.integer("DWH_BATCH_SIZE", 2000, 1, 100_000),
         batch_wait_s=env.integer("DWH_BATCH_WAIT_MS", 200, 1, 60_000) / 1000,
         http_port=env.integer("DWH_HTTP_PORT", 8000, 0, 65535),

@@ -12,6 +12,8 @@ from dependency_injector import containers, providers
 
 from dwh_adapters.clock import SystemClock
 from dwh_adapters.kafka import KafkaBatchConsumer, KafkaDeadLetterSink, KafkaPublisher
+from dwh_adapters.kafka.consumer import InstanceFenced
+from dwh_adapters.kafka.settings import GroupMembership
 from dwh_adapters.lifecycle import Closeable
 from dwh_adapters.postgres.stores import (
     PostgresCounterStore,
@@ -22,7 +24,7 @@ from dwh_adapters.redis import RedisDictionaryReader
 from dwh_core.layers import CdmService, DdsService, StgService
 from dwh_workers.config import Settings
 from dwh_workers.errors import is_transient
-from dwh_workers.observability import Metrics
+from dwh_workers.observability import Metrics, PostgresProbe, RedisProbe
 from dwh_workers.runner import Worker
 
 C = TypeVar("C", bound=Closeable)
@@ -34,12 +36,21 @@ def closing(adapter: C) -> Iterator[C]:
     adapter.close()
 
 
+def retryable(exc: BaseException) -> bool:
+    """:func:`is_transient`, except for a fenced consumer: retrying would fence the
+    other consumer with the same instance id, and so on for ever; the worker exits."""
+    return not isinstance(exc, InstanceFenced) and is_transient(exc)
+
+
 class Infrastructure(containers.DeclarativeContainer):
     """What every layer shares: the consumer of its source topic, dead letters, metrics."""
 
     settings = providers.Dependency(instance_of=Settings)
 
     metrics = providers.Singleton(Metrics, layer=settings.provided.worker.layer)
+    postgres_probe = providers.Resource(
+        closing, providers.Factory(PostgresProbe, settings=settings.provided.postgres)
+    )
     consumer = providers.Resource(
         closing,
         providers.Factory(
@@ -49,6 +60,11 @@ class Infrastructure(containers.DeclarativeContainer):
             topic=settings.provided.worker.source_topic,
             batch_size=settings.provided.worker.batch_size,
             batch_wait_s=settings.provided.worker.batch_wait_s,
+            membership=providers.Factory(
+                GroupMembership,
+                instance_id=settings.provided.worker.instance_id,
+                session_timeout_ms=settings.provided.worker.session_timeout_ms,
+            ),
         ),
     )
     dead_letters = providers.Resource(
@@ -65,15 +81,25 @@ class Infrastructure(containers.DeclarativeContainer):
 
 
 def _worker(
-    infrastructure: providers.Container[Infrastructure], service: providers.Provider[Any]
+    infrastructure: providers.Container[Infrastructure],
+    service: providers.Provider[Any],
+    **extra_probes: providers.Provider[Any],
 ) -> providers.Factory[Worker]:
+    """The layer's worker; every layer probes Kafka and PostgreSQL, plus ``extra_probes``."""
     return providers.Factory(
         Worker,
         consumer=infrastructure.consumer,
         service=service,
         dead_letters=infrastructure.dead_letters,
         metrics=infrastructure.metrics,
-        is_transient=providers.Object(is_transient),
+        is_transient=providers.Object(retryable),
+        probes=providers.Dict(
+            {
+                "kafka": infrastructure.consumer.provided.check,
+                "postgres": infrastructure.postgres_probe.provided.check,
+                **extra_probes,
+            }
+        ),
     )
 
 
@@ -83,6 +109,9 @@ class StgContainer(containers.DeclarativeContainer):
 
     dictionaries = providers.Resource(
         closing, providers.Factory(RedisDictionaryReader, settings=settings.provided.redis)
+    )
+    redis_probe = providers.Resource(
+        closing, providers.Factory(RedisProbe, settings=settings.provided.redis)
     )
     events = providers.Resource(
         closing, providers.Factory(PostgresRawEventStore, settings=settings.provided.postgres)
@@ -94,7 +123,7 @@ class StgContainer(containers.DeclarativeContainer):
         publisher=infrastructure.publisher,
         dead_letters=infrastructure.dead_letters,
     )
-    worker = _worker(infrastructure, service)
+    worker = _worker(infrastructure, service, redis=redis_probe.provided.check)
 
 
 class DdsContainer(containers.DeclarativeContainer):

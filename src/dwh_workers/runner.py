@@ -11,6 +11,12 @@
 * ``stop()`` only sets a flag (safe from a signal handler): the current batch finishes,
   or, if it is waiting to retry, is abandoned uncommitted (it will be replayed), and the
   loop ends.
+* Readiness tells the truth while idle too. A worker with nothing to read never touches
+  PostgreSQL or Redis, and the Kafka client hides an unreachable broker behind empty
+  batches; so when a consume returns nothing, at most every ``PROBE_INTERVAL_S``, the
+  worker runs its probes (``SELECT 1``, ``PING``, a metadata request). A failing probe
+  makes it not-ready and counts in ``dwh_dependency_errors_total`` until a probe, or a
+  batch handled and committed (which went through every dependency), succeeds.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Protocol, TypeVar
 
@@ -32,13 +38,30 @@ from tenacity import (
 )
 
 from dwh_core.layers import BatchResult
-from dwh_core.messages import DeadLetter, InMessage
+from dwh_core.messages import DeadLetter, InMessage, bounded_reason
 from dwh_core.ports import DeadLetterSink
 from dwh_workers.observability import Metrics
 
 log = logging.getLogger("dwh.worker")
 T = TypeVar("T")
 LAG_INTERVAL_S = 5.0
+PROBE_INTERVAL_S = 3.0
+
+# The dependency an exception comes from, by the module of its class.
+_DEPENDENCIES = (
+    ("psycopg", "postgres"),
+    ("redis", "redis"),
+    ("cimpl", "kafka"),  # confluent-kafka's KafkaException
+    ("confluent_kafka", "kafka"),
+    ("dwh_adapters.kafka", "kafka"),
+)
+
+
+def dependency_of(exc: BaseException) -> str:
+    """``postgres``, ``redis`` or ``kafka``, the label of ``dwh_dependency_errors_total``;
+    ``other`` for an error from anywhere else."""
+    module = type(exc).__module__
+    return next((name for prefix, name in _DEPENDENCIES if module.startswith(prefix)), "other")
 
 
 class BatchConsumer(Protocol):
@@ -91,15 +114,23 @@ class Worker:
         metrics: Metrics,
         is_transient: Callable[[BaseException], bool],
         max_backoff_s: float = 30.0,
+        probes: Mapping[str, Callable[[], object]] | None = None,
+        probe_interval_s: float = PROBE_INTERVAL_S,
     ) -> None:
+        """``probes``: a check per dependency (``postgres``, ``redis``, ``kafka``) that
+        raises when it is unreachable; run while idle, every ``probe_interval_s``."""
         self._consumer = consumer
         self._service = service
         self._dead_letters = dead_letters
         self._metrics = metrics
         self._is_transient = is_transient
         self._max_backoff_s = max_backoff_s
+        self._probes = dict(probes or {})
+        self._probe_interval_s = probe_interval_s
         self._stopping = threading.Event()
         self._last_lag = 0.0
+        self._last_probe = float("-inf")
+        self._unreachable: set[str] = set()
 
     def stop(self) -> None:
         """Ask the loop to end after the current batch. Idempotent; signal-safe."""
@@ -115,6 +146,9 @@ class Worker:
                     self._process(batch)
                     self._retry(partial(self._consumer.commit, batch))
                     self._metrics.gauge("dwh_last_processed_timestamp_seconds", time.time())
+                    self._reachable(set(self._unreachable))
+                else:
+                    self._probe()
                 self._report_lag()
         except Abandoned:
             log.info("stopping: the batch in flight was abandoned uncommitted; it will be replayed")
@@ -142,24 +176,25 @@ class Worker:
         self._metrics.count("dwh_batch_failures_total", error=type(exc).__name__)
         if len(batch) == 1:
             [message] = batch
-            reason = f"cannot be processed: {type(exc).__name__}: {exc}"
+            letter = DeadLetter(
+                message, self._service.stage, f"cannot be processed: {type(exc).__name__}: {exc}"
+            )
             log.error(
                 "message dead-lettered after a permanent failure",
                 extra={
                     "topic": message.topic,
                     "partition": message.partition,
                     "offset": message.offset,
-                    "reason": reason,
+                    "reason": letter.reason,
                 },
             )
-            letter = DeadLetter(message, self._service.stage, reason)
             self._retry(partial(self._dead_letters.send, [letter]))
             self._metrics.count("dwh_messages_in_total")
             self._metrics.count("dwh_dead_letters_total")
             return
         log.warning(
             "batch failed permanently; isolating the message that fails",
-            extra={"size": len(batch), "error": f"{type(exc).__name__}: {exc}"},
+            extra={"size": len(batch), "error": bounded_reason(f"{type(exc).__name__}: {exc}")},
         )
         middle = len(batch) // 2
         self._process(batch[:middle])
@@ -171,14 +206,52 @@ class Worker:
             value = retrying(action)
         except RetryError:
             raise Abandoned from None
-        self._metrics.ready = True
+        self._metrics.ready = not self._unreachable
         return value
+
+    def _probe(self) -> None:
+        """Run every probe if ``probe_interval_s`` has passed since the last round."""
+        now = time.monotonic()
+        if not self._probes or now - self._last_probe < self._probe_interval_s:
+            return
+        self._last_probe = now
+        passed: set[str] = set()
+        for name, check in self._probes.items():
+            try:
+                check()
+            except Exception as exc:
+                self._unreachable_now(name, exc)
+            else:
+                passed.add(name)
+        self._reachable(passed)
+
+    def _unreachable_now(self, name: str, exc: Exception) -> None:
+        self._metrics.count(
+            "dwh_dependency_errors_total", dependency=name, error=type(exc).__name__
+        )
+        if name not in self._unreachable:
+            log.warning(
+                "a dependency is unreachable; not ready until it answers",
+                extra={"dependency": name, "error": f"{type(exc).__name__}: {exc}"},
+            )
+        self._unreachable.add(name)
+        self._metrics.ready = False
+
+    def _reachable(self, names: set[str]) -> None:
+        for name in sorted(names & self._unreachable):
+            log.info("a dependency answers again", extra={"dependency": name})
+        self._unreachable -= names
+        self._metrics.ready = not self._unreachable
 
     def _not_ready(self, state: RetryCallState) -> None:
         self._metrics.ready = False
         self._metrics.tick()
         error = state.outcome.exception() if state.outcome else None
-        self._metrics.count("dwh_dependency_errors_total", error=type(error).__name__)
+        self._metrics.count(
+            "dwh_dependency_errors_total",
+            dependency=dependency_of(error) if error else "other",
+            error=type(error).__name__,
+        )
         log.warning(
             "a dependency failed; retrying",
             extra={

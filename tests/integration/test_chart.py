@@ -284,6 +284,7 @@ def test_a_chart_made_secret_holds_only_the_given_credentials() -> None:
     for deployment in of_kind(manifests, "Deployment"):
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         assert container["env"] == [
+            INSTANCE_ID_ENV,
             {
                 "name": "PG_WAREHOUSE_PASSWORD",
                 "valueFrom": {
@@ -292,8 +293,48 @@ def test_a_chart_made_secret_holds_only_the_given_credentials() -> None:
                         "key": "PG_WAREHOUSE_PASSWORD",
                     }
                 },
-            }
+            },
         ]
+
+
+INSTANCE_ID_ENV = {
+    "name": "DWH_INSTANCE_ID",
+    "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+}
+
+
+def container_env(deployment: Manifest) -> list[Manifest]:
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return list(container["env"])
+
+
+def test_each_worker_pod_is_a_static_member_named_after_itself(manifests: list[Manifest]) -> None:
+    deployments = of_kind(manifests, "Deployment")
+    assert sorted(component(d) for d in deployments) == sorted(LAYERS)
+    for deployment in deployments:
+        env = container_env(deployment)
+        assert [e for e in env if e["name"] == "DWH_INSTANCE_ID"] == [INSTANCE_ID_ENV]
+    for configmap in of_kind(manifests, "ConfigMap"):
+        assert configmap["data"]["DWH_SESSION_TIMEOUT_MS"] == "30000"
+        assert "DWH_INSTANCE_ID" not in configmap["data"], "one id for every pod would fence"
+
+
+def test_the_session_timeout_and_an_instance_id_of_ones_own_reach_the_container() -> None:
+    manifests = render(
+        "--set",
+        "kafka.sessionTimeoutMs=45000",
+        "--set",
+        "workers.cdm.extraEnv[0].name=DWH_INSTANCE_ID,workers.cdm.extraEnv[0].value=cdm-a",
+    )
+    data = {component(m): m["data"] for m in of_kind(manifests, "ConfigMap")}
+    assert {layer: d["DWH_SESSION_TIMEOUT_MS"] for layer, d in data.items()} == dict.fromkeys(
+        LAYERS, "45000"
+    )
+    env = {component(d): container_env(d) for d in of_kind(manifests, "Deployment")}
+    # The override comes after the pod name; in a container's env the last entry wins.
+    assert env["cdm"][-1] == {"name": "DWH_INSTANCE_ID", "value": "cdm-a"}
+    assert env["cdm"][0] == INSTANCE_ID_ENV
+    assert env["stg"][0] == INSTANCE_ID_ENV
 
 
 def test_an_existing_secret_means_the_chart_renders_none(prod_manifests: list[Manifest]) -> None:
@@ -378,6 +419,11 @@ BAD_VALUES = [
         ["--set", "postgres.sslmode=sometimes"], "/postgres/sslmode", id="unknown-sslmode"
     ),
     pytest.param(["--set", "redis.port=70000"], "/redis/port", id="port-out-of-range"),
+    pytest.param(
+        ["--set", "kafka.sessionTimeoutMs=1000"],
+        "/kafka/sessionTimeoutMs",
+        id="session-shorter-than-the-broker-allows",
+    ),
     pytest.param(["--set", "workers.etl.enabled=true"], "etl", id="unknown-worker"),
     pytest.param(["--set", "kafka.hots=x"], "hots", id="misspelt-key"),
     pytest.param(["--set", "keda.maxReplicaCount=0"], "/keda/maxReplicaCount", id="no-replicas"),

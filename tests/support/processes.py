@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -54,6 +57,12 @@ class Topology:
 
     def group(self, layer: str) -> str:
         return f"{layer}-{self.suffix}"
+
+    def instance_id(self, layer: str, replica: int = 0) -> str:
+        """The static member id of a replica: replicas on this one host need ids of their
+        own (the default, ``<host>-<layer>``, would make them fence each other), and a
+        replica started again after a crash keeps its id, as a pod restarted in place."""
+        return f"{layer}-{self.suffix}-{replica}"
 
     def all_topics(self) -> list[str]:
         topics = [self.topic(layer) for layer in LAYERS]
@@ -118,14 +127,20 @@ class WorkerProcess:
 
 
 def start_worker(
-    topology: Topology, layer: str, extra_env: Mapping[str, str] | None = None
+    topology: Topology,
+    layer: str,
+    extra_env: Mapping[str, str] | None = None,
+    replica: int = 0,
 ) -> WorkerProcess:
+    """A worker of ``layer`` as replica number ``replica`` (its ``DWH_INSTANCE_ID``,
+    unless ``extra_env`` names one)."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"{topology.suffix}-{layer}-{uuid.uuid4().hex[:6]}.log"
+    env = {"DWH_INSTANCE_ID": topology.instance_id(layer, replica), **(extra_env or {})}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", f"dwh_workers.{layer}"],
-            env=topology.env(layer, **(extra_env or {})),
+            env=topology.env(layer, **env),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -148,7 +163,7 @@ def running(
         return {**(extra_env or {}), **({"DWH_HTTP_PORT": str(port)} if port else {})}
 
     workers = {
-        layer: [start_worker(topology, layer, env(layer)) for _ in range(replicas)]
+        layer: [start_worker(topology, layer, env(layer), replica) for replica in range(replicas)]
         for layer in LAYERS
     }
     try:
@@ -157,3 +172,31 @@ def running(
         codes = {w.log_path.name: w.terminate() for ws in workers.values() for w in ws}
         failed = {name: code for name, code in codes.items() if code != 0}
         assert not failed, f"workers exited with {failed}; logs in {LOG_DIR}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """The status and body a worker's HTTP server answers; status 0 when none answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def metric_total(port: int, name: str, **labels: str) -> float:
+    """The sum of the worker's series of metric ``name`` that carry ``labels``."""
+    wanted = [f'{key}="{value}"' for key, value in labels.items()]
+    total = 0.0
+    for line in http_get(port, "/metrics")[1].splitlines():
+        series, _, value = line.rpartition(" ")
+        if series.split("{")[0] == name and all(label in series for label in wanted):
+            total += float(value)
+    return total

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from dwh_adapters.kafka.settings import GroupMembership
 from dwh_workers.config import ConfigError, load
 
 
@@ -64,3 +65,33 @@ def test_a_bad_value_is_one_line_naming_the_variable(environ: dict[str, str], me
         load("stg", environ)
     assert str(caught.value).startswith(message)
     assert "\n" not in str(caught.value)
+
+
+def test_the_instance_id_is_the_host_and_the_layer_unless_set() -> None:
+    assert (
+        load("stg", {"HOSTNAME": "dwh-stg-7f9c-x2b"}).worker.instance_id == "dwh-stg-7f9c-x2b-stg"
+    )
+    assert load("cdm", {"HOSTNAME": "box"}).worker.instance_id == "box-cdm"
+    assert (
+        load("dds", {"HOSTNAME": "box", "DWH_INSTANCE_ID": "dds-1"}).worker.instance_id == "dds-1"
+    )
+    assert load("dds", {"HOSTNAME": "my box!"}).worker.instance_id == "my-box--dds"
+
+
+def test_an_instance_id_kafka_would_refuse_is_one_line_naming_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"^DWH_INSTANCE_ID='a b' must be 1 to 249"):
+        load("stg", {"DWH_INSTANCE_ID": "a b"})
+
+
+def test_the_session_timeout_reaches_the_consumer_with_a_heartbeat_a_third_of_it_at_most() -> None:
+    settings = load("stg", {"DWH_SESSION_TIMEOUT_MS": "6000", "DWH_INSTANCE_ID": "stg-0"})
+    membership = GroupMembership(settings.worker.instance_id, settings.worker.session_timeout_ms)
+    assert membership.client_config() == {
+        "group.instance.id": "stg-0",
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 2000,
+    }
+    assert load("stg", {}).worker.session_timeout_ms == 30_000
+    assert GroupMembership(None, 30_000).client_config()["heartbeat.interval.ms"] == 3000
+    with pytest.raises(ConfigError, match="DWH_SESSION_TIMEOUT_MS=5000 is out of range"):
+        load("stg", {"DWH_SESSION_TIMEOUT_MS": "5000"})

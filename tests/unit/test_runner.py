@@ -5,12 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import psycopg
+import pytest
+import redis
+from confluent_kafka import KafkaError, KafkaException
+
+from dwh_adapters.kafka import DeliveryFailed
+from dwh_adapters.kafka.consumer import InstanceFenced
 from dwh_adapters.memory import InMemoryDeadLetters, InMemoryTopics
 from dwh_core.layers import BatchResult
 from dwh_core.messages import InMessage
+from dwh_workers.containers import retryable
 from dwh_workers.errors import is_transient
 from dwh_workers.observability import Metrics
-from dwh_workers.runner import Worker
+from dwh_workers.runner import Worker, dependency_of
 
 
 class ScriptedConsumer:
@@ -111,3 +119,110 @@ def test_metrics_render_the_prometheus_text_format() -> None:
     assert 'dwh_batch_duration_seconds_count{layer="stg"} 2' in text
     assert 'dwh_batch_duration_seconds_bucket{layer="stg",le="+Inf"} 2' in text
     assert "# TYPE dwh_messages_in_total counter" in text
+
+
+class IdleConsumer(ScriptedConsumer):
+    """Returns nothing (an idle topic) for ``rounds`` calls, recording readiness at each."""
+
+    def __init__(self, metrics: Metrics, rounds: int, batches: list[list[InMessage]]) -> None:
+        super().__init__(batches)
+        self.metrics = metrics
+        self.rounds = rounds
+        self.readiness: list[bool] = []
+
+    def consume(self) -> list[InMessage]:
+        self.readiness.append(self.metrics.ready)
+        if self.rounds:
+            self.rounds -= 1
+            return []
+        return super().consume()
+
+
+class Probe:
+    """A dependency check that fails while ``down``."""
+
+    def __init__(self, down: list[bool]) -> None:
+        self.down = down
+
+    def __call__(self) -> None:
+        if self.down.pop(0):
+            raise ConnectionRefusedError("connection refused")
+
+
+def idle_run(
+    probe: Probe, rounds: int, batches: list[list[InMessage]]
+) -> tuple[Metrics, IdleConsumer]:
+    metrics = Metrics("stg")
+    consumer = IdleConsumer(metrics, rounds, batches)
+    dead = InMemoryDeadLetters(InMemoryTopics())
+    worker = Worker(
+        consumer, FlakyService(), dead, metrics, is_transient, 0.001, {"postgres": probe}, 0
+    )
+    consumer.worker = worker
+    worker.run()
+    return metrics, consumer
+
+
+def test_an_idle_worker_is_not_ready_while_a_probe_fails_and_ready_once_it_passes() -> None:
+    metrics, consumer = idle_run(Probe([False, True, True, False]), rounds=4, batches=[])
+    # readiness seen by each consume: after the 1st probe passed, the 2nd and 3rd failed...
+    assert consumer.readiness[1:] == [True, False, False, True]
+    text = metrics.render()
+    assert (
+        'dwh_dependency_errors_total{dependency="postgres",error="ConnectionRefusedError"' in text
+    )
+    assert text.count("ConnectionRefusedError") == 1  # one series, counted twice
+    assert 'error="ConnectionRefusedError",layer="stg"} 2' in text
+
+
+def test_a_batch_handled_and_committed_makes_a_worker_ready_again_without_a_probe() -> None:
+    _, consumer = idle_run(Probe([True]), rounds=1, batches=[messages(b"a")])
+    assert consumer.readiness == [False, False, True]
+    assert consumer.committed == [0]
+
+
+def test_a_failure_that_is_not_transient_ends_the_loop_without_a_retry() -> None:
+    class Fenced(Exception):
+        pass
+
+    class FencedConsumer(ScriptedConsumer):
+        calls = 0
+
+        def consume(self) -> list[InMessage]:
+            self.calls += 1
+            raise Fenced("another consumer has this instance id")
+
+    consumer = FencedConsumer([])
+    metrics = Metrics("stg")
+    dead = InMemoryDeadLetters(InMemoryTopics())
+
+    def transient(exc: BaseException) -> bool:
+        return not isinstance(exc, Fenced)
+
+    worker = Worker(consumer, FlakyService(), dead, metrics, transient, max_backoff_s=0.001)
+    with pytest.raises(Fenced):
+        worker.run()
+    assert consumer.calls == 1
+    assert consumer.closed
+    assert not metrics.ready
+
+
+@pytest.mark.parametrize(
+    ("error", "dependency"),
+    [
+        (psycopg.OperationalError("gone"), "postgres"),
+        (redis.ConnectionError("gone"), "redis"),
+        (KafkaException(KafkaError(KafkaError._TRANSPORT)), "kafka"),
+        (DeliveryFailed("not delivered"), "kafka"),
+        (OSError("disk"), "other"),
+    ],
+)
+def test_a_dependency_error_is_labelled_with_the_dependency(
+    error: BaseException, dependency: str
+) -> None:
+    assert dependency_of(error) == dependency
+
+
+def test_the_fenced_consumer_is_not_retried_but_a_dependency_error_is() -> None:
+    assert not retryable(InstanceFenced("fenced"))
+    assert retryable(KafkaException(KafkaError(KafkaError._TRANSPORT)))

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from dwh_adapters.kafka._clients import NO_OFFSET, committed, log, new_consumer, next_offsets
-from dwh_adapters.kafka.settings import KafkaSettings
+from dwh_adapters.kafka.settings import GroupMembership, KafkaSettings
 from dwh_adapters.lifecycle import Closeable
 from dwh_core.messages import InMessage
 
@@ -25,6 +25,17 @@ _REVOKED = frozenset(
     }
 )
 _ERROR_LOG_INTERVAL_S = 60.0
+# librdkafka's own text for FENCED_INSTANCE_ID: a fatal error reaches the application as
+# _FATAL, and only its text says which error it was.
+_FENCED_TEXT = KafkaError(KafkaError.FENCED_INSTANCE_ID).str()
+LEAVE_WAIT_S = 5.0
+PROBE_TIMEOUT_S = 2.0
+
+
+class InstanceFenced(Exception):
+    """Another consumer joined the group with this one's ``group.instance.id`` and the
+    broker fenced this one out. Not a passing failure: a new client with the same id
+    would fence the other one in turn, and the two would take turns for ever."""
 
 
 class KafkaBatchConsumer(Closeable):
@@ -42,6 +53,12 @@ class KafkaBatchConsumer(Closeable):
     is being handled (the handling outlasted ``max.poll.interval.ms``, or the session
     expired), the commit is refused; it is logged and dropped, the new owner of those
     partitions reads the batch again from the last commit, and every layer is idempotent.
+
+    With an instance id in ``membership`` it is a static member (see
+    :class:`GroupMembership`): killed, and started again with the same id, it gets its
+    partitions back at once. :meth:`close` still leaves the group, as a static member
+    does not by itself, so that a stopped worker's partitions move on at once and an
+    empty group can be reset or deleted.
     """
 
     def __init__(
@@ -51,8 +68,10 @@ class KafkaBatchConsumer(Closeable):
         topic: str,
         batch_size: int,
         batch_wait_s: float,
+        membership: GroupMembership | None = None,
     ) -> None:
         self._settings = settings
+        self._membership = membership or GroupMembership()
         self._group_id = group_id
         self._topic = topic
         self._batch_size = batch_size
@@ -61,6 +80,7 @@ class KafkaBatchConsumer(Closeable):
         self._assignment: set[int] = set()
         self._positions: dict[int, int] = {}
         self._last_error: tuple[str, float] = ("", 0.0)
+        self._fatal = False
 
     @property
     def assignment(self) -> frozenset[int]:
@@ -71,20 +91,28 @@ class KafkaBatchConsumer(Closeable):
         """Up to ``batch_size`` messages, waiting at most ``batch_wait_s`` for them.
 
         A fatal client error raises (the client is dropped, the next call starts a new
-        one); any other error is logged and skipped, librdkafka recovers from it."""
+        one), :class:`InstanceFenced` when it was the fencing of this static member; any
+        other error is logged and skipped, librdkafka recovers from it."""
         raw = self._client().consume(num_messages=self._batch_size, timeout=self._batch_wait_s)
         batch: list[InMessage] = []
         for message in raw:
             error = message.error()
             if error is None:
                 batch.append(self._in_message(message))
-            elif error.fatal():
-                self._discard()
-                raise KafkaException(error)
+            elif _is_fatal(error):
+                raise self._fail(error)
             else:
                 self._log_error(error)
+        if self._fatal:  # a commit saw the fatal error, and no consume has reported it
+            raise self._fail(KafkaError(KafkaError._FATAL, "fatal consumer error", fatal=True))
         self._positions.update((message.partition, message.offset + 1) for message in batch)
         return batch
+
+    def check(self) -> None:
+        """Raise :class:`KafkaException` unless a broker answers a metadata request for
+        the topic within ``PROBE_TIMEOUT_S``: the client's own retries hide an outage
+        from :meth:`consume`, which just returns nothing."""
+        self._client().list_topics(self._topic, timeout=PROBE_TIMEOUT_S)
 
     def commit(self, messages: Sequence[InMessage]) -> None:
         """Commit, synchronously, the offset after the last of these messages in each of
@@ -99,6 +127,12 @@ class KafkaBatchConsumer(Closeable):
         try:
             result = self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
+            if _is_fatal(exc.args[0]):
+                # Which fatal error it was, only the consumer's error event says: the
+                # next consume() reports it. The batch is replayed by the new owner.
+                self._fatal = True
+                log.warning("commit dropped: the consumer failed", extra={"error": str(exc)})
+                return
             self._revoked_or_raise(exc.args[0], exc)
             return
         for partition in result:
@@ -131,11 +165,12 @@ class KafkaBatchConsumer(Closeable):
         """Leave the group and release the client. Commits nothing new: the worker has
         committed every batch that is durable, and one it has not must be redelivered.
         Idempotent; a later :meth:`consume` would join the group again."""
-        self._discard()
+        self._discard(leave=True)
 
     def _client(self) -> Consumer:
         if self._consumer is None:
-            consumer = new_consumer(self._settings, self._group_id)
+            overrides = self._membership.client_config()
+            consumer = new_consumer(self._settings, self._group_id, overrides)
             consumer.subscribe(
                 [self._topic],
                 on_assign=self._on_assign,
@@ -145,12 +180,38 @@ class KafkaBatchConsumer(Closeable):
             self._consumer = consumer
         return self._consumer
 
-    def _discard(self) -> None:
+    def _discard(self, leave: bool = False) -> None:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
+            if leave and not self._fatal:
+                self._leave(consumer)
             consumer.close()
         self._assignment.clear()
         self._positions.clear()
+        self._fatal = False
+
+    def _leave(self, consumer: Consumer) -> None:
+        """Unsubscribe and serve the revocation, so that ``close()`` then sends the
+        LeaveGroup a static member skips otherwise (measured: without this the member
+        stays in the group until its session expires). Messages served meanwhile are
+        dropped uncommitted: whoever gets the partitions reads them again."""
+        deadline = time.monotonic() + LEAVE_WAIT_S
+        try:
+            consumer.unsubscribe()
+            while consumer.assignment() and time.monotonic() < deadline:
+                consumer.consume(num_messages=self._batch_size, timeout=0.05)
+        except KafkaException as exc:
+            log.warning("could not leave the group cleanly", extra={"error": str(exc)})
+
+    def _fail(self, error: KafkaError) -> Exception:
+        """Drop the client after a fatal error; the exception to raise."""
+        self._discard()
+        if _FENCED_TEXT in str(error):
+            return InstanceFenced(
+                f"fenced out of group {self._group_id}: another consumer joined it with "
+                f"group.instance.id {self._membership.instance_id!r}"
+            )
+        return KafkaException(error)
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assigned = {tp.partition for tp in partitions}
@@ -194,3 +255,9 @@ class KafkaBatchConsumer(Closeable):
             log.warning(
                 "consumer error, skipped", extra={"topic": self._topic, "error": str(error)}
             )
+
+
+def _is_fatal(error: KafkaError) -> bool:
+    # A fatal error reaches the consumer as an event with the code _FATAL whose
+    # fatal() is False (seen with librdkafka 2.16): either says the client is dead.
+    return error.fatal() or error.code() == KafkaError._FATAL

@@ -1,7 +1,9 @@
-"""How to reach the Kafka cluster (CONTRACT.md §6): the broker list and its security."""
+"""How to reach the Kafka cluster (CONTRACT.md §6): the broker list and its security;
+and how a consumer is a member of its group."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from attrs import field, frozen
@@ -48,3 +50,44 @@ class KafkaSettings:
         if self.ssl_ca_location:
             parts.append(f"ca={self.ssl_ca_location}")
         return " ".join(parts)
+
+
+# Kafka's rules for a group.instance.id (the same as a topic name's).
+INSTANCE_ID_PATTERN = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
+MIN_SESSION_TIMEOUT_MS = 6_000  # the broker's group.min.session.timeout.ms default
+MAX_HEARTBEAT_INTERVAL_MS = 3_000
+
+
+def _instance_id(_instance: object, _attribute: object, value: str | None) -> None:
+    if value is not None and (not INSTANCE_ID_PATTERN.match(value) or value in {".", ".."}):
+        raise ValueError(f"group.instance.id {value!r} is not a valid Kafka instance id")
+
+
+@frozen
+class GroupMembership:
+    """How a consumer is a member of its group.
+
+    ``instance_id`` makes it a static member (KIP-345): when a member killed without
+    leaving comes back with the same id within ``session_timeout_ms``, the broker hands
+    it its partitions at once, without a rebalance; without an id it waits out the
+    dead member's session first. A member that is really gone keeps its partitions
+    unconsumed for ``session_timeout_ms`` either way. Two live consumers with the same
+    id fence each other: the older one gets ``FENCED_INSTANCE_ID``."""
+
+    instance_id: str | None = field(default=None, validator=_instance_id)
+    session_timeout_ms: int = 30_000
+
+    @property
+    def heartbeat_interval_ms(self) -> int:
+        """A third of the session at most, so that two lost heartbeats never expire it."""
+        return min(MAX_HEARTBEAT_INTERVAL_MS, self.session_timeout_ms // 3)
+
+    def client_config(self) -> dict[str, Any]:
+        """The group part of a librdkafka consumer configuration."""
+        config: dict[str, Any] = {
+            "session.timeout.ms": self.session_timeout_ms,
+            "heartbeat.interval.ms": self.heartbeat_interval_ms,
+        }
+        if self.instance_id:
+            config["group.instance.id"] = self.instance_id
+        return config
