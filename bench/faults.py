@@ -36,6 +36,11 @@ def group(layer: str) -> str:
 # --- the workers ---------------------------------------------------------------------------
 
 
+# Idempotent and acknowledged by all replicas; the broker restart a run injects makes
+# librdkafka log every refused connection, which only buries the run's own report.
+_QUIET_ACKED = {"enable.idempotence": True, "acks": "all", "log_level": 2}
+
+
 @define
 class Workers:
     """One worker process per layer, with a stable identity per layer: a killed worker
@@ -101,9 +106,7 @@ class Feed(threading.Thread):
         seconds: float,
     ) -> None:
         super().__init__(name="chaos-feed", daemon=True)
-        self._producer = producer(
-            kafka, **{"enable.idempotence": True, "acks": "all", "linger.ms": 20}
-        )
+        self._producer = producer(kafka, **_QUIET_ACKED, **{"linger.ms": 20})
         self._topic = topic
         self._values = values
         self._tracked = tracked
@@ -146,7 +149,7 @@ class Feed(threading.Thread):
 
 def produce_now(kafka: KafkaSettings, topic: str, value: bytes) -> None:
     """One message, acknowledged before this returns (a probe)."""
-    client = producer(kafka, **{"enable.idempotence": True, "acks": "all"})
+    client = producer(kafka, **_QUIET_ACKED)
     client.produce(topic, value)
     if client.flush(120):
         raise RuntimeError(f"a probe to {topic} was not acknowledged within 120 s")
