@@ -6,11 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +20,16 @@ from dwh_workers.sample import OrderGenerator, dictionary_entries, sample_dictio
 from tests.support.broker import PrivateBroker, private_broker
 from tests.support.databases import fresh_database
 from tests.support.oracle import expected_marts
-from tests.support.processes import LAYERS, Topology, produce, provisioned, running, wait_for
+from tests.support.processes import (
+    LAYERS,
+    Topology,
+    free_port,
+    http_get,
+    produce,
+    provisioned,
+    running,
+    wait_for,
+)
 from tests.support.proxy import CuttableProxy
 
 pytestmark = pytest.mark.integration
@@ -75,22 +81,6 @@ def test_a_worker_refuses_a_schema_that_is_behind_and_says_what_to_run() -> None
     last = json.loads(result.stderr.strip().splitlines()[-1])
     assert last["level"] == "error"
     assert "run 'dwh migrate'" in last["msg"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def http_get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except OSError:
-        return 0, ""
 
 
 @pytest.fixture
