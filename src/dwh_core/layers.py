@@ -17,12 +17,12 @@ from attrs import frozen
 from dwh_core.counters import plan_update
 from dwh_core.enrichment import Catalog, UnknownReference, enrich
 from dwh_core.messages import DeadLetter, InMessage, OutMessage
-from dwh_core.orders import Order
+from dwh_core.orders import EnrichedOrder, Order
 from dwh_core.parsing import (
     InvalidMessage,
     encode,
     parse_enriched_order,
-    parse_order_document,
+    parse_order,
     parse_order_facts,
 )
 from dwh_core.ports import (
@@ -36,7 +36,7 @@ from dwh_core.ports import (
     VaultStore,
 )
 from dwh_core.vault import VaultRows, order_facts, satellite_changes, vault_rows
-from dwh_core.versions import Version, content_hash, tiebreak
+from dwh_core.versions import content_hash
 
 T = TypeVar("T")
 
@@ -66,12 +66,12 @@ def _parse_all(
     return parsed, letters
 
 
-def _raw_event(order: Order, raw: bytes, digest: str) -> RawEvent:
+def _raw_event(order: Order, enriched: EnrichedOrder, raw: bytes) -> RawEvent:
     return RawEvent(
         object_id=order.object_id,
         object_type=order.object_type,
         sent_dttm=order.sent_dttm,
-        version=Version(order.payload.update_ts, tiebreak(order.payload.final_status, digest)),
+        version=enriched.version,
         message=raw.decode("utf-8"),
     )
 
@@ -95,20 +95,19 @@ class StgService:
         self._dead_letters = dead_letters
 
     def handle(self, batch: Sequence[InMessage]) -> BatchResult:
-        parsed, letters = _parse_all(batch, parse_order_document, self.stage)
-        wanted = {ref for _, (order, _) in parsed for ref in _references(order)}
+        parsed, letters = _parse_all(batch, parse_order, self.stage)
+        wanted = {ref for _, order in parsed for ref in _references(order)}
         catalog = Catalog(self._dictionaries.fetch(wanted))
         events: list[RawEvent] = []
         out: list[OutMessage] = []
-        for message, (order, _) in parsed:
+        for message, order in parsed:
             raw = message.value or b""  # never empty: _parse_all dead-letters those
-            digest = content_hash(raw)
             try:
-                enriched = enrich(order, catalog, digest)
+                enriched = enrich(order, catalog, content_hash(raw))
             except UnknownReference as exc:
                 letters.append(DeadLetter(message, self.stage, str(exc)))
                 continue
-            events.append(_raw_event(order, raw, digest))
+            events.append(_raw_event(order, enriched, raw))
             out.append(OutMessage(order.payload.user.id.encode(), encode(enriched)))
         if events:
             self._events.save(events)

@@ -5,7 +5,7 @@ is not an int, ``1.5`` is not an int, ``true`` is not an int), missing fields ar
 rejected, and the error names the path (``$.payload.order_items[0].price: expected int,
 got string``). Unknown extra fields are tolerated, since the feeds may grow.
 
-Every value must also fit where the warehouse stores it (docs/CONTRACT.md §7), so that
+Every value must also fit where the warehouse stores it (CONTRACT.md §7), so that
 nothing is wrapped, truncated or refused later by PostgreSQL: integers are at most
 :data:`MAX_INTEGER` in magnitude (money is stored as ``numeric(19,5)``), an order id
 fits PostgreSQL's ``int``, text is at most :data:`MAX_TEXT` characters (a business key
@@ -63,21 +63,24 @@ def _json_type(value: object) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _integer(value: Any, _: Any) -> int:
+def _int(value: Any) -> int:
     if type(value) is not int:
         raise TypeError(f"expected int, got {_json_type(value)}")
-    if not -MAX_INTEGER <= value <= MAX_INTEGER:
-        raise ValueError(f"{shorten(value)} is out of range (at most {MAX_INTEGER} in magnitude)")
     return value
+
+
+def _integer(value: Any, _: Any) -> int:
+    number = _int(value)
+    if not -MAX_INTEGER <= number <= MAX_INTEGER:
+        raise ValueError(f"{number} is out of range (at most {MAX_INTEGER} in magnitude)")
+    return number
 
 
 def _order_id(value: Any, _: Any) -> int:
-    if type(value) is not int:
-        raise TypeError(f"expected int, got {_json_type(value)}")
-    low, high = ORDER_ID_RANGE
-    if not low <= value <= high:
-        raise ValueError(f"order id {shorten(value)} is out of range ({low} to {high})")
-    return value
+    number, (low, high) = _int(value), ORDER_ID_RANGE
+    if not low <= number <= high:
+        raise ValueError(f"order id {number} is out of range ({low} to {high})")
+    return number
 
 
 def _text(value: Any, _: Any) -> str:
@@ -213,9 +216,9 @@ def _parse_object(data: bytes, cls: type[T]) -> T:
     return structure(_decode_object(data), cls)
 
 
-def parse_order_document(data: bytes) -> tuple[Order, dict[str, Any]]:
-    """An order message of CONTRACT.md §1.1 and its decoded JSON; anything but
-    ``object_type == "order"`` is invalid."""
+def parse_order(data: bytes) -> Order:
+    """An order message of CONTRACT.md §1.1; anything but ``object_type == "order"`` is
+    invalid."""
     document = _decode_object(data)
     # PostgreSQL stores no NUL in text, and STG stores the message text as it came, every
     # field and every duplicate key included. JSON text holds a NUL only as the escape
@@ -225,11 +228,7 @@ def parse_order_document(data: bytes) -> tuple[Order, dict[str, Any]]:
     object_type = document.get("object_type", ORDER_OBJECT_TYPE)
     if object_type != ORDER_OBJECT_TYPE:
         raise InvalidMessage(f"$.object_type: expected 'order', got {shorten(object_type)}")
-    return structure(document, Order), document
-
-
-def parse_order(data: bytes) -> Order:
-    return parse_order_document(data)[0]
+    return structure(document, Order)
 
 
 def parse_user(data: bytes) -> User:

@@ -215,22 +215,22 @@ class _RowBuilder:
 
     def add(self, order: EnrichedOrder) -> None:
         payload = order.payload
-        ts = order.version
+        version = order.version
         user = self.hub("user", payload.user.id)
         restaurant = self.hub("restaurant", payload.restaurant.id)
         order_pk = self.hub("order", payload.id, payload.date)
         self.link("order_user", (payload.id, payload.user.id), (order_pk, user))
-        self.satellite("user_names", user, ts, payload.user.name, payload.user.login)
-        self.satellite("restaurant_names", restaurant, ts, payload.restaurant.name)
-        self.satellite("order_cost", order_pk, ts, payload.cost, payload.payment)
-        self.satellite("order_status", order_pk, ts, payload.status)
+        self.satellite("user_names", user, version, payload.user.name, payload.user.login)
+        self.satellite("restaurant_names", restaurant, version, payload.restaurant.name)
+        self.satellite("order_cost", order_pk, version, payload.cost, payload.payment)
+        self.satellite("order_status", order_pk, version, payload.status)
         for item in payload.products:
             product = self.hub("product", item.id)
             category = self.hub("category", item.category)
             self.link("order_product", (payload.id, item.id), (order_pk, product))
             self.link("product_restaurant", (item.id, payload.restaurant.id), (product, restaurant))
             self.link("product_category", (item.id, item.category), (product, category))
-            self.satellite("product_names", product, ts, item.name)
+            self.satellite("product_names", product, version, item.name)
 
     def rows(self) -> VaultRows:
         return VaultRows(

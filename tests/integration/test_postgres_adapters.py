@@ -58,7 +58,7 @@ from dwh_core.hashing import hash_key, hashdiff
 from dwh_core.layers import CdmService
 from dwh_core.messages import InMessage
 from dwh_core.orders import EnrichedOrder
-from dwh_core.parsing import encode, parse_order_document
+from dwh_core.parsing import encode, parse_order
 from dwh_core.ports import CounterStore, RawEvent, RawEventStore, VaultStore
 from dwh_core.vault import (
     HUBS,
@@ -431,7 +431,7 @@ def enriched(
 ) -> EnrichedOrder:
     document = order(object_id, USERS[user_number]["_id"], RESTAURANTS[0], items, status, second)
     raw = to_bytes(document)
-    return enrich(parse_order_document(raw)[0], CATALOG, content_hash(raw))
+    return enrich(parse_order(raw), CATALOG, content_hash(raw))
 
 
 def save_orders(
