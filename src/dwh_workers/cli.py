@@ -485,10 +485,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def describe_error(exc: BaseException) -> str:
     """One line: what failed, and where when a service did."""
     import psycopg
-    import redis
-    from confluent_kafka import KafkaException
 
-    from dwh_adapters.kafka import DeliveryFailed
+    from dwh_workers.errors import dependency_of
     from dwh_workers.operations import OperatorError
 
     text = " ".join(str(exc).split())
@@ -500,13 +498,14 @@ def describe_error(exc: BaseException) -> str:
         services = None
     if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.InvalidSchemaName):
         return f"{_first_line(exc)}: the warehouse schema is missing (run `dwh migrate`)"
-    if isinstance(exc, psycopg.Error):
+    dependency = dependency_of(exc)
+    if dependency == "postgres":
         where = f" at {services.postgres.describe()}" if services else ""
         return f"PostgreSQL{where}: {_first_line(exc).removeprefix('connection failed: ')}"
-    if isinstance(exc, redis.RedisError):
+    if dependency == "redis":
         where = f" at {services.redis.describe()}" if services else ""
         return f"Redis{where}: {text}"
-    if isinstance(exc, KafkaException | DeliveryFailed):
+    if dependency == "kafka":
         where = f" at {services.kafka.describe()}" if services else ""
         return f"Kafka{where}: {_kafka_text(exc)}"
     if isinstance(exc, OSError | ValueError):

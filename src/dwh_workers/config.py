@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from attrs import frozen
 
 from dwh_adapters.kafka import KafkaSettings
-from dwh_adapters.kafka.settings import INSTANCE_ID_PATTERN, MIN_SESSION_TIMEOUT_MS
+from dwh_adapters.kafka.settings import MIN_SESSION_TIMEOUT_MS, valid_instance_id
 from dwh_adapters.postgres.settings import PgSettings
 from dwh_adapters.redis import RedisSettings
 
@@ -168,7 +168,7 @@ def default_instance_id(env: _Env, layer: str) -> str:
 
 def instance_id(env: _Env, layer: str) -> str:
     value = env.required("DWH_INSTANCE_ID", default_instance_id(env, layer))
-    if not INSTANCE_ID_PATTERN.match(value) or value in {".", ".."}:
+    if not valid_instance_id(value):
         raise ConfigError(
             f"DWH_INSTANCE_ID={value!r} must be 1 to 249 of the characters a-z A-Z 0-9 . _ -"
         )

@@ -12,19 +12,19 @@ from dependency_injector import containers, providers
 
 from dwh_adapters.clock import SystemClock
 from dwh_adapters.kafka import KafkaBatchConsumer, KafkaDeadLetterSink, KafkaPublisher
-from dwh_adapters.kafka.consumer import InstanceFenced
 from dwh_adapters.kafka.settings import GroupMembership
 from dwh_adapters.lifecycle import Closeable
+from dwh_adapters.postgres.connection import PostgresProbe
 from dwh_adapters.postgres.stores import (
     PostgresCounterStore,
     PostgresRawEventStore,
     PostgresVaultStore,
 )
-from dwh_adapters.redis import RedisDictionaryReader
+from dwh_adapters.redis import RedisDictionaryReader, RedisProbe
 from dwh_core.layers import CdmService, DdsService, StgService
 from dwh_workers.config import Settings
 from dwh_workers.errors import is_transient
-from dwh_workers.observability import Metrics, PostgresProbe, RedisProbe
+from dwh_workers.observability import Metrics
 from dwh_workers.runner import Worker
 
 C = TypeVar("C", bound=Closeable)
@@ -34,12 +34,6 @@ def closing(adapter: C) -> Iterator[C]:
     """A resource that is closed when the container shuts down."""
     yield adapter
     adapter.close()
-
-
-def retryable(exc: BaseException) -> bool:
-    """:func:`is_transient`, except for a fenced consumer: retrying would fence the
-    other consumer with the same instance id, and so on for ever; the worker exits."""
-    return not isinstance(exc, InstanceFenced) and is_transient(exc)
 
 
 class Infrastructure(containers.DeclarativeContainer):
@@ -92,7 +86,7 @@ def _worker(
         service=service,
         dead_letters=infrastructure.dead_letters,
         metrics=infrastructure.metrics,
-        is_transient=providers.Object(retryable),
+        is_transient=providers.Object(is_transient),
         probes=providers.Dict(
             {
                 "kafka": infrastructure.consumer.provided.check,

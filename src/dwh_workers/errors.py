@@ -11,6 +11,11 @@ while, say, a privilege is missing would empty the pipeline into the dead-letter
 from __future__ import annotations
 
 import psycopg
+import redis
+from confluent_kafka import KafkaException
+
+from dwh_adapters.kafka import DeliveryFailed
+from dwh_adapters.kafka.consumer import InstanceFenced
 
 MESSAGE_ERRORS: tuple[type[BaseException], ...] = (
     psycopg.DataError,
@@ -29,6 +34,22 @@ MESSAGE_SQLSTATE_CLASSES = frozenset({"22", "23", "54"})
 
 
 def is_transient(exc: BaseException) -> bool:
+    """Whether retrying may help. A consumer fenced by another with its instance id may
+    not retry: it would fence the other in turn, for ever."""
+    if isinstance(exc, InstanceFenced):
+        return False
     if isinstance(exc, psycopg.Error) and exc.sqlstate:
         return exc.sqlstate[:2] not in MESSAGE_SQLSTATE_CLASSES
     return not isinstance(exc, MESSAGE_ERRORS)
+
+
+def dependency_of(exc: BaseException) -> str:
+    """The service an error comes from: ``postgres``, ``redis``, ``kafka``, or ``other``
+    (the label of ``dwh_dependency_errors_total``, and what ``dwh`` names)."""
+    if isinstance(exc, psycopg.Error):
+        return "postgres"
+    if isinstance(exc, redis.RedisError):
+        return "redis"
+    if isinstance(exc, KafkaException | DeliveryFailed | InstanceFenced):
+        return "kafka"
+    return "other"

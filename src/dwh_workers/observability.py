@@ -16,14 +16,6 @@ from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
-from dwh_adapters.lifecycle import Closeable
-from dwh_adapters.postgres.connection import ConnectionOwner
-from dwh_adapters.redis import RedisSettings
-
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 STALL_SECONDS = 300.0
 
@@ -96,38 +88,6 @@ class Metrics:
             lines.append("# TYPE dwh_ready gauge")
             lines.append(f"dwh_ready{{{layer}}} {int(self.ready)}")
             return "\n".join(lines) + "\n"
-
-
-class PostgresProbe(ConnectionOwner):
-    """``SELECT 1`` on a connection of the probe's own, kept between probes (one more
-    session per worker, rather than a new one every few seconds); a broken connection
-    is dropped and the next probe connects again."""
-
-    def check(self) -> None:
-        """Raise unless PostgreSQL answers."""
-        with self._transaction() as connection:
-            connection.execute("SELECT 1")
-
-
-class RedisProbe(Closeable):
-    """``PING`` on a client of the probe's own; redis-py reconnects on the next one.
-    One attempt: redis-py's default retries would take 4 s to tell (measured)."""
-
-    def __init__(self, settings: RedisSettings) -> None:
-        self._settings = settings
-        self._redis: redis.Redis | None = None
-
-    def check(self) -> None:
-        """Raise unless Redis answers."""
-        if self._redis is None:
-            self._redis = self._settings.client()
-            self._redis.set_retry(Retry(NoBackoff(), 0))
-        self._redis.ping()
-
-    def close(self) -> None:
-        client, self._redis = self._redis, None
-        if client is not None:
-            client.close()
 
 
 def serve(metrics: Metrics, port: int) -> ThreadingHTTPServer:

@@ -40,28 +40,13 @@ from tenacity import (
 from dwh_core.layers import BatchResult
 from dwh_core.messages import DeadLetter, InMessage, bounded_reason
 from dwh_core.ports import DeadLetterSink
+from dwh_workers.errors import dependency_of
 from dwh_workers.observability import Metrics
 
 log = logging.getLogger("dwh.worker")
 T = TypeVar("T")
 LAG_INTERVAL_S = 5.0
 PROBE_INTERVAL_S = 3.0
-
-# The dependency an exception comes from, by the module of its class.
-_DEPENDENCIES = (
-    ("psycopg", "postgres"),
-    ("redis", "redis"),
-    ("cimpl", "kafka"),  # confluent-kafka's KafkaException
-    ("confluent_kafka", "kafka"),
-    ("dwh_adapters.kafka", "kafka"),
-)
-
-
-def dependency_of(exc: BaseException) -> str:
-    """``postgres``, ``redis`` or ``kafka``, the label of ``dwh_dependency_errors_total``;
-    ``other`` for an error from anywhere else."""
-    module = type(exc).__module__
-    return next((name for prefix, name in _DEPENDENCIES if module.startswith(prefix)), "other")
 
 
 class BatchConsumer(Protocol):

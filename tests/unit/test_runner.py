@@ -15,10 +15,9 @@ from dwh_adapters.kafka.consumer import InstanceFenced
 from dwh_adapters.memory import InMemoryDeadLetters, InMemoryTopics
 from dwh_core.layers import BatchResult
 from dwh_core.messages import InMessage
-from dwh_workers.containers import retryable
-from dwh_workers.errors import is_transient
+from dwh_workers.errors import dependency_of, is_transient
 from dwh_workers.observability import Metrics
-from dwh_workers.runner import Worker, dependency_of
+from dwh_workers.runner import Worker
 
 
 class ScriptedConsumer:
@@ -224,5 +223,5 @@ def test_a_dependency_error_is_labelled_with_the_dependency(
 
 
 def test_the_fenced_consumer_is_not_retried_but_a_dependency_error_is() -> None:
-    assert not retryable(InstanceFenced("fenced"))
-    assert retryable(KafkaException(KafkaError(KafkaError._TRANSPORT)))
+    assert not is_transient(InstanceFenced("fenced"))
+    assert is_transient(KafkaException(KafkaError(KafkaError._TRANSPORT)))

@@ -157,3 +157,10 @@ def committed(
         return offsets
 
     return until_coordinator_ready(ask, f"committed offsets of {topic}", wait_s)
+
+
+def is_fatal(error: KafkaError) -> bool:
+    """Whether the client that reported ``error`` is dead. A fatal error can reach the
+    application as an event with the code _FATAL whose fatal() is False (seen with
+    librdkafka 2.16): either says so."""
+    return error.fatal() or error.code() == KafkaError._FATAL

@@ -7,7 +7,14 @@ from collections.abc import Sequence
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from dwh_adapters.kafka._clients import NO_OFFSET, committed, log, new_consumer, next_offsets
+from dwh_adapters.kafka._clients import (
+    NO_OFFSET,
+    committed,
+    is_fatal,
+    log,
+    new_consumer,
+    next_offsets,
+)
 from dwh_adapters.kafka.settings import GroupMembership, KafkaSettings
 from dwh_adapters.lifecycle import Closeable
 from dwh_core.messages import InMessage
@@ -80,7 +87,7 @@ class KafkaBatchConsumer(Closeable):
         self._assignment: set[int] = set()
         self._positions: dict[int, int] = {}
         self._last_error: tuple[str, float] = ("", 0.0)
-        self._fatal = False
+        self._fatal: KafkaError | None = None
 
     @property
     def assignment(self) -> frozenset[int]:
@@ -99,12 +106,12 @@ class KafkaBatchConsumer(Closeable):
             error = message.error()
             if error is None:
                 batch.append(self._in_message(message))
-            elif _is_fatal(error):
+            elif is_fatal(error):
                 raise self._fail(error)
             else:
                 self._log_error(error)
-        if self._fatal:  # a commit saw the fatal error, and no consume has reported it
-            raise self._fail(KafkaError(KafkaError._FATAL, "fatal consumer error", fatal=True))
+        if self._fatal is not None:  # a commit saw it, and no consume has reported it
+            raise self._fail(self._fatal)
         self._positions.update((message.partition, message.offset + 1) for message in batch)
         return batch
 
@@ -127,10 +134,10 @@ class KafkaBatchConsumer(Closeable):
         try:
             result = self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
-            if _is_fatal(exc.args[0]):
-                # Which fatal error it was, only the consumer's error event says: the
-                # next consume() reports it. The batch is replayed by the new owner.
-                self._fatal = True
+            if is_fatal(exc.args[0]):
+                # The next consume() reports it (its own error event first, if it says
+                # more). The batch is replayed by the new owner.
+                self._fatal = exc.args[0]
                 log.warning("commit dropped: the consumer failed", extra={"error": str(exc)})
                 return
             self._revoked_or_raise(exc.args[0], exc)
@@ -183,12 +190,12 @@ class KafkaBatchConsumer(Closeable):
     def _discard(self, leave: bool = False) -> None:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            if leave and not self._fatal:
+            if leave and self._fatal is None:
                 self._leave(consumer)
             consumer.close()
         self._assignment.clear()
         self._positions.clear()
-        self._fatal = False
+        self._fatal = None
 
     def _leave(self, consumer: Consumer) -> None:
         """Unsubscribe and serve the revocation, so that ``close()`` then sends the
@@ -206,7 +213,7 @@ class KafkaBatchConsumer(Closeable):
     def _fail(self, error: KafkaError) -> Exception:
         """Drop the client after a fatal error; the exception to raise."""
         self._discard()
-        if _FENCED_TEXT in str(error):
+        if error.code() == KafkaError.FENCED_INSTANCE_ID or _FENCED_TEXT in str(error):
             return InstanceFenced(
                 f"fenced out of group {self._group_id}: another consumer joined it with "
                 f"group.instance.id {self._membership.instance_id!r}"
@@ -255,9 +262,3 @@ class KafkaBatchConsumer(Closeable):
             log.warning(
                 "consumer error, skipped", extra={"topic": self._topic, "error": str(error)}
             )
-
-
-def _is_fatal(error: KafkaError) -> bool:
-    # A fatal error reaches the consumer as an event with the code _FATAL whose
-    # fatal() is False (seen with librdkafka 2.16): either says the client is dead.
-    return error.fatal() or error.code() == KafkaError._FATAL

@@ -31,6 +31,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from dwh_adapters.kafka._clients import (
     committed,
+    is_fatal,
     log,
     new_consumer,
     partitions_of,
@@ -75,10 +76,6 @@ class StoredDeadLetter:
     @property
     def reason(self) -> str:
         return self.headers.get(REASON_HEADER, "")
-
-    @property
-    def source_topic(self) -> str | None:
-        return self.headers.get(SOURCE_TOPIC_HEADER) or None
 
 
 @frozen
@@ -355,7 +352,7 @@ def _read(
 
 
 def _skip_or_raise(error: KafkaError) -> None:
-    if error.fatal():
+    if is_fatal(error):
         raise KafkaException(error)
     log.warning("consumer error, skipped", extra={"error": str(error)})
 

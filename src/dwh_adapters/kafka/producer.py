@@ -9,7 +9,7 @@ from attrs import frozen
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from dwh_adapters.clock import SystemClock
-from dwh_adapters.kafka._clients import log, new_producer
+from dwh_adapters.kafka._clients import is_fatal, log, new_producer
 from dwh_adapters.kafka.admin import topic_max_message_bytes
 from dwh_adapters.kafka.settings import KafkaSettings
 from dwh_adapters.lifecycle import Closeable
@@ -109,6 +109,9 @@ class DeliveringProducer:
         self._settings = settings
         self._delivery_timeout_s = delivery_timeout_s
         self._producer: Producer | None = None
+        # A topic's max.message.bytes, asked once: isolating an oversized message in a
+        # batch of 2,000 takes a dozen failed deliveries.
+        self._limits: dict[str, int | None] = {}
 
     def deliver(self, records: Iterable[Record]) -> int:
         """Send the records, each with its key and headers; the number sent."""
@@ -145,7 +148,7 @@ class DeliveringProducer:
         return self._producer
 
     def _fail(self, failures: list[_Failure], undelivered: int, topics: set[str]) -> None:
-        if any(failure.error.fatal() for failure in failures):
+        if any(is_fatal(failure.error) for failure in failures):
             self._producer = None  # a fatal error ends this producer; the next call makes one
         where = ", ".join(sorted(topics))
         if not failures:
@@ -171,11 +174,13 @@ class DeliveringProducer:
         )
 
     def _limit(self, topic: str) -> str:
-        try:
-            limit = topic_max_message_bytes(self._settings, topic)
-        except KafkaException as exc:  # only the wording of an error depends on it
-            log.debug("max.message.bytes of %s unknown: %s", topic, exc)
-            limit = None
+        if topic not in self._limits:
+            try:
+                self._limits[topic] = topic_max_message_bytes(self._settings, topic)
+            except KafkaException as exc:  # only the wording of an error depends on it
+                log.debug("max.message.bytes of %s unknown: %s", topic, exc)
+                return "max.message.bytes unknown"
+        limit = self._limits[topic]
         return "max.message.bytes unknown" if limit is None else f"max.message.bytes {limit:,}"
 
 

@@ -58,8 +58,13 @@ MIN_SESSION_TIMEOUT_MS = 6_000  # the broker's group.min.session.timeout.ms defa
 MAX_HEARTBEAT_INTERVAL_MS = 3_000
 
 
+def valid_instance_id(value: str) -> bool:
+    """Whether Kafka takes ``value`` as a ``group.instance.id``."""
+    return bool(INSTANCE_ID_PATTERN.match(value)) and value not in {".", ".."}
+
+
 def _instance_id(_instance: object, _attribute: object, value: str | None) -> None:
-    if value is not None and (not INSTANCE_ID_PATTERN.match(value) or value in {".", ".."}):
+    if value is not None and not valid_instance_id(value):
         raise ValueError(f"group.instance.id {value!r} is not a valid Kafka instance id")
 
 

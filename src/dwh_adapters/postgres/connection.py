@@ -57,3 +57,14 @@ class ConnectionOwner(Closeable):
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.close()
+
+
+class PostgresProbe(ConnectionOwner):
+    """``SELECT 1`` on a connection of the probe's own, kept between probes (one more
+    session per worker, rather than a new one every few seconds), for a worker's
+    readiness; a broken connection is dropped and the next probe connects again."""
+
+    def check(self) -> None:
+        """Raise unless PostgreSQL answers."""
+        with self._transaction() as connection:
+            connection.execute("SELECT 1")

@@ -39,6 +39,15 @@ class PgSettings:
             sslrootcert=self.sslrootcert,
             application_name=self.application_name,
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            # A network that drops packets silently (a host gone, a firewall change)
+            # would leave a query waiting for the kernel's retransmissions, about 15
+            # minutes: keepalives and a send timeout end the connection within ~30 s,
+            # so the worker retries and reports not ready. A slow query is not cut.
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
+            tcp_user_timeout=30_000,
         )
 
     def describe(self) -> str:
