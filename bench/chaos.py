@@ -17,6 +17,7 @@ import argparse
 import json
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,6 +34,7 @@ import attrs
 import psycopg
 import redis
 from attrs import frozen
+from tests.support import oracle
 
 from bench.console import say
 from bench.faults import (
@@ -48,7 +50,7 @@ from bench.faults import (
     source_topic,
     worker_env,
 )
-from bench.hostile import Hostile, HostileGenerator, expected_marts, newest_valid
+from bench.hostile import Hostile, HostileGenerator
 from bench.marts import Marts
 from bench.private import PrivateKafka, PrivatePostgres, PrivateRedis, wait_until
 from bench.processes import REPO
@@ -126,6 +128,7 @@ class Run:
         self.started = time.monotonic()
         self.dictionaries = sample_dictionaries(seed=907)
         self.probes = HostileGenerator(self.dictionaries, options.seed + 1)
+        self._judged: oracle.Verdict | None = None
         self.probe_values: list[bytes] = []
         self.outcomes: list[Outcome] = []
         self.skipped = 0
@@ -152,14 +155,14 @@ class Run:
         workers = Workers(
             worker_env(services.env(), self.options.worker_env), self.folder, self.run_id
         )
-        for layer in LAYERS:
-            workers.start(layer)
         tracked = [index in data.bad for index in range(len(data.values))]
         feed = Feed(kafka, source_topic("stg"), data.values, tracked, self.options.feed_s)
         watcher = Watcher(kafka)
         watcher.start()
-        feed.start()
         try:
+            for layer in LAYERS:
+                workers.start(layer)
+            feed.start()
             self._inject_all(services, workers, watcher, feed)
             self._drain(services, workers, watcher, feed, data)
         finally:
@@ -224,7 +227,7 @@ class Run:
             if self.remaining() < 0:
                 raise OutOfTime("the pipeline did not drain in the time limit")
             time.sleep(0.5)
-        expected = self._expected(data)
+        expected = Marts(*self._verdict(data).marts())
         users = [hash_key(user["_id"]) for user in self.dictionaries.users]
         deadline = time.monotonic() + min(DRAIN_GRACE_S, max(self.remaining(), 1))
         with services.connect() as conn:
@@ -242,9 +245,13 @@ class Run:
                 return False
         return True
 
-    def _expected(self, data: Input) -> Marts:
-        newest = newest_valid([*data.values, *self.probe_values], self.dictionaries)
-        return Marts(*expected_marts(newest, self.dictionaries))
+    def _verdict(self, data: Input) -> oracle.Verdict:
+        """What the contract says of everything sent (tests.support.oracle), judged
+        once the last probe is sent."""
+        if self._judged is None:
+            contract = oracle.Dictionaries(dictionary_entries(self.dictionaries))
+            self._judged = oracle.judge([*data.values, *self.probe_values], contract)
+        return self._judged
 
     # --- the checks -----------------------------------------------------------------------
 
@@ -257,8 +264,9 @@ class Run:
         exit_codes: dict[str, int],
     ) -> dict[str, Any]:
         everything = [*data.values, *self.probe_values]
-        newest = newest_valid(everything, self.dictionaries)
-        expected = Marts(*expected_marts(newest, self.dictionaries))
+        verdict = self._verdict(data)
+        newest = verdict.newest()
+        expected = Marts(*verdict.marts())
         users = [hash_key(user["_id"]) for user in self.dictionaries.users]
         with services.connect() as conn:
             actual = Marts.read(conn, "cdm", users)
@@ -268,7 +276,7 @@ class Run:
         orders = _orders_check(newest, ledger)
         bad = _bad_check(data, letters, stored)
         excess, short = _counter_gaps(actual, expected)
-        lost = orders["missing_or_stale"] + letters["valid_dead_lettered"] + len(bad["vanished"])
+        lost = orders["missing_or_stale"] + letters["valid_dead_lettered"] + bad["vanished_count"]
         return {
             "run_id": self.run_id,
             "seconds": round(time.monotonic() - self.started, 1),
@@ -299,12 +307,12 @@ def _stored_orders(conn: psycopg.Connection[Any]) -> set[int]:
 
 
 def _orders_check(
-    newest: dict[int, Any], ledger: dict[uuid.UUID, datetime | None]
+    newest: dict[int, oracle.Accepted], ledger: dict[uuid.UUID, datetime | None]
 ) -> dict[str, int]:
     """Each valid order's newest version against the ledger of CDM."""
     wanted = {
-        hash_key(order_id): datetime.strptime(doc["payload"]["update_ts"], "%Y-%m-%d %H:%M:%S")
-        for order_id, doc in newest.items()
+        hash_key(order_id): oracle.utc(message.document["payload"]["update_ts"])
+        for order_id, message in newest.items()
     }
     missing = sum(1 for key in wanted if key not in ledger)
     stale = sum(1 for key, ts in wanted.items() if key in ledger and ledger[key] != ts)
@@ -364,6 +372,7 @@ def _bad_check(data: Input, letters: dict[str, Any], stored: set[int]) -> dict[s
         "twice": sum(1 for reasons in found.values() if len(reasons) > 1),
         "accepted": sorted(set(accepted)),
         "vanished": sorted(set(vanished)),
+        "vanished_count": len(vanished),
         "reasons": {data.bad[i].kind: reasons[0][:200] for i, reasons in sorted(found.items())},
     }
 
@@ -526,7 +535,10 @@ def failures(results: dict[str, Any]) -> list[str]:
     if results["marts_differing"]:
         problems.append(f"{results['marts_differing']} counters differ from the oracle")
     if results["bad"]["dead_lettered"] < results["bad"]["total"]:
-        problems.append(f"bad messages not dead-lettered: {results['bad']['accepted']}")
+        bad = results["bad"]
+        problems.append(
+            f"bad messages not dead-lettered: stored {bad['accepted']}, vanished {bad['vanished']}"
+        )
     if results["faults_not_injected"]:
         problems.append(f"{results['faults_not_injected']} faults not injected in the time limit")
     if any(fault["resume_s"] is None for fault in results["faults"]):
@@ -577,6 +589,9 @@ def main(argv: list[str] | None = None) -> int:
     ):
         parser.error("--orders, --time-limit, --feed-seconds must be positive; the others >= 0")
     settings = dict(setting.partition("=")[::2] for setting in args.worker_env)
+    # SIGTERM ends the run as an exception would: the finally blocks stop the workers
+    # and the private services, so nothing is left running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(2))
     options = Options(
         args.orders, args.bad, args.kills, args.restarts, args.seed, args.time_limit,
         args.feed_seconds, args.out, settings,
@@ -586,6 +601,9 @@ def main(argv: list[str] | None = None) -> int:
         results = run.execute()
     except OutOfTime as exc:
         say(f"FAILED: {exc} ({options.time_limit_s:g} s); logs in {run.folder}")
+        return 2
+    except TimeoutError as exc:  # the feed or a private service never came back
+        say(f"FAILED: {exc}; logs in {run.folder}")
         return 2
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     results["command"] = ["python", "-m", "bench.chaos", *(argv or sys.argv[1:])]

@@ -238,7 +238,10 @@ class Watcher(threading.Thread):
         if layer not in self._partitions:
             topic = source_topic(layer)
             metadata = self._consumers[layer].list_topics(topic, timeout=_REQUEST_S)
-            self._partitions[layer] = sorted(metadata.topics[topic].partitions)
+            partitions = sorted(metadata.topics[topic].partitions)
+            if not partitions:  # not known yet: ask again next time, never cache "none"
+                return []
+            self._partitions[layer] = partitions
         return self._partitions[layer]
 
 

@@ -1,4 +1,4 @@
-"""Hostile messages for the chaos run, and the contract they are judged by.
+"""Hostile messages for the chaos run.
 
 :class:`HostileGenerator` makes, from a seed, messages that a real feed may carry one
 day: not JSON, wrong types, missing fields, numbers past every bound, 10 KB strings,
@@ -6,41 +6,28 @@ NULs, invalid UTF-8, unknown users and menu items, and also *valid* extremes (mo
 2^31, 2^40 and the largest allowed value, a 500-character name, the largest order id)
 that must be counted, not rejected.
 
-:func:`verdict` is the contract (CONTRACT.md §1.1 and §7) written again, independently
-of ``dwh_core.parsing``: the bytes are strict UTF-8 JSON, an object with the order's
-fields of the right JSON types; integers are JSON ints, at most
-:data:`MAX_MAGNITUDE` in magnitude; ``object_id`` fits a PostgreSQL ``int``; every
-string is at most :data:`MAX_TEXT` characters, with no NUL and no lone surrogate; the
-user, the restaurant and every menu item are in the dictionaries. Anything else must
-end in a dead-letter topic. :func:`expected_marts` counts what the valid messages must
-leave in the marts.
+Each case says whether the contract takes it as valid, and the generator checks that
+against the contract oracle of the tests (``tests.support.oracle``, written from the
+contract alone), which also says what the marts must hold.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import re
-import uuid
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from attrs import frozen
+from tests.support import oracle
 
-from dwh_core.hashing import hash_key
-from dwh_workers.sample import Dictionaries
+from dwh_workers.sample import Dictionaries, dictionary_entries
 
 MAX_MAGNITUDE = 99_999_999_999_999
-ORDER_ID_RANGE = (-(2**31), 2**31 - 1)
-MAX_TEXT = 500
 # Order ids of the hostile messages: clear of the feed's (about 1,000,000 + orders).
 HOSTILE_IDS_FROM = 1_500_000_000
-_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
 _MONEY = ("bonus_payment", "cost", "payment", "bonus_grant")
-
-Counts = Counter[tuple[uuid.UUID, uuid.UUID]]
 
 
 @frozen
@@ -51,205 +38,6 @@ class Hostile:
     kind: str
     value: bytes | None
     valid: bool
-
-
-# --- the contract ------------------------------------------------------------------------
-
-
-class _Rejected(ValueError):
-    pass
-
-
-def verdict(value: bytes | None, dictionaries: Dictionaries) -> str | None:
-    """``None`` for a valid order message, else why the contract rejects it."""
-    try:
-        _check_message(value, _Refs.of(dictionaries))
-    except _Rejected as exc:
-        return str(exc)
-    return None
-
-
-@frozen
-class _Refs:
-    users: frozenset[str]
-    menus: dict[str, frozenset[str]]
-
-    @classmethod
-    def of(cls, dictionaries: Dictionaries) -> _Refs:
-        return cls(
-            frozenset(user["_id"] for user in dictionaries.users),
-            {
-                r["_id"]: frozenset(item["_id"] for item in r["menu"])
-                for r in dictionaries.restaurants
-            },
-        )
-
-
-def decode(value: bytes | None) -> Any:
-    """Strict JSON: UTF-8 only, no NaN or Infinity; raises :class:`ValueError`."""
-    if value is None:
-        raise _Rejected("no value")
-    try:
-        return json.loads(value.decode("utf-8"), parse_constant=_no_constant)
-    except RecursionError:
-        raise _Rejected("nested too deeply") from None
-    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError among them
-        raise _Rejected(f"not JSON: {exc}") from None
-
-
-def _no_constant(name: str) -> Any:
-    raise _Rejected(f"not JSON: {name}")
-
-
-def _check_message(value: bytes | None, refs: _Refs) -> None:
-    document = _object(decode(value), "$")
-    _order_id(_field(document, "object_id", "$"), "$.object_id")
-    if _field(document, "object_type", "$") != "order":
-        raise _Rejected("$.object_type: not 'order'")
-    _timestamp(_field(document, "sent_dttm", "$"), "$.sent_dttm")
-    payload = _object(_field(document, "payload", "$"), "$.payload")
-    for name in _MONEY:
-        _integer(_field(payload, name, "$.payload"), f"$.payload.{name}")
-    for name in ("date", "update_ts"):
-        _timestamp(_field(payload, name, "$.payload"), f"$.payload.{name}")
-    _text(_field(payload, "final_status", "$.payload"), "$.payload.final_status")
-    for index, entry in enumerate(_array(_field(payload, "statuses", "$.payload"), "statuses")):
-        where = f"$.payload.statuses[{index}]"
-        change = _object(entry, where)
-        _text(_field(change, "status", where), f"{where}.status")
-        _timestamp(_field(change, "dttm", where), f"{where}.dttm")
-    user = _ref(payload, "user")
-    restaurant = _ref(payload, "restaurant")
-    items = [_item(item, i) for i, item in enumerate(_array(payload.get("order_items"), "items"))]
-    _check_references(refs, user, restaurant, items)
-
-
-def _check_references(refs: _Refs, user: str, restaurant: str, items: Iterable[str]) -> None:
-    if user not in refs.users:
-        raise _Rejected(f"unknown user {user}")
-    menu = refs.menus.get(restaurant)
-    if menu is None:
-        raise _Rejected(f"unknown restaurant {restaurant}")
-    unknown = [item for item in items if item not in menu]
-    if unknown:
-        raise _Rejected(f"unknown menu item {unknown[0]}")
-
-
-def _ref(payload: dict[str, Any], name: str) -> str:
-    where = f"$.payload.{name}"
-    return _text(_field(_object(_field(payload, name, "$.payload"), where), "id", where), where)
-
-
-def _item(item: Any, index: int) -> str:
-    where = f"$.payload.order_items[{index}]"
-    item = _object(item, where)
-    _text(_field(item, "name", where), f"{where}.name")
-    _integer(_field(item, "price", where), f"{where}.price")
-    _integer(_field(item, "quantity", where), f"{where}.quantity")
-    return _text(_field(item, "id", where), f"{where}.id")
-
-
-def _field(document: dict[str, Any], name: str, where: str) -> Any:
-    if name not in document:
-        raise _Rejected(f"{where}.{name}: missing")
-    return document[name]
-
-
-def _object(value: Any, where: str) -> dict[str, Any]:
-    if type(value) is not dict:
-        raise _Rejected(f"{where}: not an object")
-    return value
-
-
-def _array(value: Any, where: str) -> list[Any]:
-    if type(value) is not list:
-        raise _Rejected(f"{where}: not an array")
-    return value
-
-
-def _integer(value: Any, where: str) -> int:
-    if type(value) is not int or abs(value) > MAX_MAGNITUDE:
-        raise _Rejected(f"{where}: not an int within ±{MAX_MAGNITUDE}")
-    return value
-
-
-def _order_id(value: Any, where: str) -> int:
-    low, high = ORDER_ID_RANGE
-    if type(value) is not int or not low <= value <= high:
-        raise _Rejected(f"{where}: not an int of PostgreSQL's int range")
-    return value
-
-
-def _text(value: Any, where: str) -> str:
-    if type(value) is not str or len(value) > MAX_TEXT or "\x00" in value:
-        raise _Rejected(f"{where}: not a string of at most {MAX_TEXT} characters without NUL")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise _Rejected(f"{where}: a lone surrogate") from None
-    return value
-
-
-def _timestamp(value: Any, where: str) -> datetime:
-    if type(value) is not str or not _TIMESTAMP.fullmatch(value):
-        raise _Rejected(f"{where}: not a timestamp 'YYYY-MM-DD HH:MM:SS'")
-    try:
-        return datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        raise _Rejected(f"{where}: no such time") from None
-
-
-# --- what the marts must hold ------------------------------------------------------------
-
-
-def newest_valid(values: Iterable[bytes | None], dictionaries: Dictionaries) -> dict[int, Any]:
-    """Per order id, the valid version with the greatest ``update_ts``. Two different
-    valid versions of one order with the same ``update_ts`` (a tie, which the feed
-    never makes) raise: this oracle does not decide ties."""
-    refs = _Refs.of(dictionaries)
-    newest: dict[int, Any] = {}
-    for value in values:
-        try:
-            _check_message(value, refs)
-        except _Rejected:
-            continue
-        document = decode(value)
-        order_id = document["object_id"]
-        seen = newest.get(order_id)
-        if seen is None or _stamp(document) > _stamp(seen):
-            newest[order_id] = document
-        elif _stamp(document) == _stamp(seen) and document != seen:
-            raise ValueError(f"order {order_id}: two versions with the same update_ts")
-    return newest
-
-
-def _stamp(document: Any) -> datetime:
-    return datetime.strptime(document["payload"]["update_ts"], "%Y-%m-%d %H:%M:%S")
-
-
-def expected_marts(newest: dict[int, Any], dictionaries: Dictionaries) -> tuple[Counts, Counts]:
-    """(user key, product key) -> orders and (user key, category key) -> orders: each
-    order counts once per distinct product and category when its newest version is
-    CLOSED."""
-    category_of = {
-        (r["_id"], item["_id"]): item["category"]
-        for r in dictionaries.restaurants
-        for item in r["menu"]
-    }
-    products: Counts = Counter()
-    categories: Counts = Counter()
-    for document in newest.values():
-        payload = document["payload"]
-        if payload["final_status"] != "CLOSED":
-            continue
-        user = hash_key(payload["user"]["id"])
-        restaurant = payload["restaurant"]["id"]
-        items = {item["id"] for item in payload["order_items"]}
-        for item in items:
-            products[(user, hash_key(item))] += 1
-        for category in {category_of[(restaurant, item)] for item in items}:
-            categories[(user, hash_key(category))] += 1
-    return products, categories
 
 
 # --- the generator -----------------------------------------------------------------------
@@ -277,8 +65,9 @@ class HostileGenerator:
         extra = max(0, count - len(kinds))
         chosen = kinds[:count] + [self._rng.choice(repeatable) for _ in range(extra)]
         made = [self.make(kind) for kind in chosen]
+        contract = oracle.Dictionaries(dictionary_entries(self._dictionaries))
         for message in made:
-            found = verdict(message.value, self._dictionaries) is None
+            found = bool(oracle.judge([message.value], contract).accepted)
             if found != message.valid:  # the generator and the contract must agree
                 raise AssertionError(f"hostile case {message.kind}: valid={found}")
         return made

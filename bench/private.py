@@ -14,7 +14,6 @@ import base64
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -25,20 +24,13 @@ import psycopg
 import redis
 from confluent_kafka.admin import AdminClient
 
-from bench.processes import REPO
+from bench.processes import REPO, free_port
 
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 90.0
 _POLL_S = 0.1
 PG_USER = PG_PASSWORD = "dwh"
 PG_DB = "de"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = READY_TIMEOUT_S) -> None:

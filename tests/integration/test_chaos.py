@@ -29,14 +29,19 @@ COMMAND = [
 
 
 def test_a_short_chaos_run_loses_nothing_and_counts_nothing_twice(tmp_path: Path) -> None:
-    finished = subprocess.run(
+    run = subprocess.Popen(
         [sys.executable, "-m", "bench.chaos", *COMMAND, "--out", str(tmp_path)],
         cwd=REPO,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=200,
-        check=False,
     )
+    try:
+        stdout, stderr = run.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        run.terminate()  # the run stops its workers and services on SIGTERM
+        stdout, stderr = run.communicate(timeout=120)
+    finished = subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr)
     output = f"{finished.stdout}\n{finished.stderr}"
     assert finished.returncode == 0, f"the chaos run failed:\n{output}"
     assert re.search(r"^\| messages lost \| 0 \|$", finished.stdout, re.M), output

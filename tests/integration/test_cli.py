@@ -46,10 +46,11 @@ from dwh_adapters.postgres.stores import (
 from dwh_adapters.redis import RedisDictionaryReader, RedisDictionaryWriter
 from dwh_core.messages import OutMessage
 from dwh_core.parsing import parse_order
-from dwh_workers import cli, config
+from dwh_workers import config
 from dwh_workers.feed import Feed
 from dwh_workers.sample import Dictionaries, dictionary_entries, sample_dictionaries
 from tests.support.builders import order, restaurant, to_bytes
+from tests.support.cli import dwh
 from tests.support.processes import Topology, running, wait_for
 
 pytestmark = pytest.mark.integration
@@ -62,13 +63,6 @@ DEADLINE_S = 60.0
 
 def unique(prefix: str) -> str:
     return f"it-{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def dwh(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run ``dwh argv`` in this process: (exit status, stdout, stderr)."""
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def dwh_process(*argv: str, **env: str) -> subprocess.CompletedProcess[str]:

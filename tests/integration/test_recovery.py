@@ -58,24 +58,26 @@ def test_a_worker_killed_and_started_again_with_its_instance_id_resumes_within_s
     env = {"DWH_SESSION_TIMEOUT_MS": SESSION_TIMEOUT_MS}
     produce(topology.source, before)
     worker = start_worker(topology, "stg", env)
-    wait_for(lambda: stored(warehouse) == len(order_ids(before)), 60, "the first orders")
-
-    worker.kill()
+    try:
+        wait_for(lambda: stored(warehouse) == len(order_ids(before)), 60, "the first orders")
+    finally:
+        worker.kill()
     assert worker.process.returncode == -signal.SIGKILL
     started = time.monotonic()
     worker = start_worker(topology, "stg", env)  # the same replica: the same instance id
-    produce(topology.source, after)
-    expected = len(order_ids(before) | order_ids(after))
-    wait_for(
-        lambda: stored(warehouse) == expected,
-        RESUME_WITHIN_S,
-        "the restarted worker to process an order produced after the restart",
-        interval=0.05,
-    )
-    resumed_s = time.monotonic() - started
-    print(f"\nSIGKILL -> restart with the same instance id -> processed: {resumed_s:.2f}s")
-    assert worker.terminate() == 0
-    assert stored(warehouse) == expected
+    try:
+        produce(topology.source, after)
+        expected = len(order_ids(before) | order_ids(after))
+        wait_for(
+            lambda: stored(warehouse) == expected,
+            RESUME_WITHIN_S,
+            "the restarted worker to process an order produced after the restart",
+            interval=0.05,
+        )
+        resumed_s = time.monotonic() - started
+        print(f"\nSIGKILL -> restart with the same instance id -> processed: {resumed_s:.2f}s")
+    finally:
+        assert worker.terminate() == 0
 
 
 def test_a_second_live_worker_with_the_same_instance_id_makes_the_first_exit_saying_why(

@@ -25,7 +25,7 @@ from dwh_adapters.kafka import (
 )
 from dwh_adapters.kafka.producer import DeliveringProducer, Record, dead_letter_headers
 from dwh_core.messages import DeadLetter, InMessage, dead_letter_topic
-from dwh_workers import cli
+from tests.support.cli import dwh
 from tests.support.processes import KAFKA
 
 pytestmark = pytest.mark.integration
@@ -48,13 +48,6 @@ def source(kafka: KafkaSettings) -> Iterator[str]:
     ensure_topics(kafka, made, partitions=2)
     yield topic
     delete_topics(kafka, made)
-
-
-def dwh(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run ``dwh argv`` in this process: (exit status, stdout, stderr)."""
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def dead_letter(source: str, n: int, reason: str) -> DeadLetter:
@@ -81,21 +74,6 @@ def in_topic(topic: str) -> Counter[tuple[bytes | None, bytes | None]]:
 
 def pending(dlq: str) -> Counter[tuple[bytes | None, bytes | None]]:
     return Counter((m.key, m.value) for m in read_dead_letters(KAFKA, dlq, pending=True))
-
-
-def test_a_redrive_from_a_topic_that_is_not_a_dead_letter_topic_is_refused_naming_it(
-    capsys: pytest.CaptureFixture[str], source: str
-) -> None:
-    send_letters(source, [USER])
-    dlq = dead_letter_topic(source)
-    before = (topic_message_count(KAFKA, source), topic_message_count(KAFKA, dlq))
-
-    code, out, err = dwh(capsys, "dead-letters", "redrive", "--topic", source)
-
-    assert code == 1
-    assert out == ""
-    assert err.startswith(f"dwh dead-letters redrive: error: {source} is not a dead-letter topic")
-    assert (topic_message_count(KAFKA, source), topic_message_count(KAFKA, dlq)) == before
 
 
 def test_a_letter_whose_header_names_another_topic_is_refused_reported_and_left_pending(

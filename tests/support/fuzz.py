@@ -295,12 +295,11 @@ def add_field(
         target.insert(chooser.randint(0, len(target)), value)
         return document
     name = chooser.choice(EXTRA_NAMES)
-    if name in target:  # a known field: this is a replacement, not an extra
-        if (*path, name) in protected and isinstance(value, str):
-            value = copy.deepcopy(chooser.choice(NOT_STRINGS))
-        target[name] = value
-    else:
-        target[name] = value
+    # A protected field (an entry's _id) never becomes another valid id, even after an
+    # earlier mutation deleted it: only a value that is not a string may stand there.
+    if (*path, name) in protected and isinstance(value, str):
+        value = copy.deepcopy(chooser.choice(NOT_STRINGS))
+    target[name] = value
     return document
 
 

@@ -189,7 +189,7 @@ def test_parse_restaurant_accepts_exactly_the_valid_restaurants_and_keeps_them_e
 
 # --- (2) the in-memory pipeline -------------------------------------------------------
 
-Feed = tuple[dict[str, bytes], list[bytes | None], list[dict[str, Any]]]
+Feed = tuple[dict[str, bytes], list[bytes | None]]
 
 
 @st.composite
@@ -223,7 +223,7 @@ def feeds(draw: st.DrawFn) -> Feed:
     messages: list[bytes | None] = [*valid, *hostile, *empty]
     shuffled = draw(st.permutations(messages))
     duplicates = draw(st.lists(st.sampled_from(messages), max_size=4))
-    return entries, shuffled + duplicates, documents
+    return entries, shuffled + duplicates
 
 
 def run_pipeline(
@@ -246,7 +246,7 @@ def letters(pipeline: InMemoryPipeline, stage: str) -> Counter[bytes | None]:
 def test_every_message_is_in_the_marts_as_the_oracle_says_or_dead_lettered(
     feed: Feed, sizes: list[int]
 ) -> None:
-    entries, messages, _ = feed
+    entries, messages = feed
     pipeline = run_pipeline(entries, messages, sizes)  # no handle() may raise
     verdict = oracle.judge(messages, oracle.Dictionaries(entries))
 
