@@ -69,6 +69,31 @@ app.kubernetes.io/component: {{ .name }}
 {{- if has .Values.kafka.securityProtocol (list "SSL" "SASL_SSL") }}true{{ end }}
 {{- end }}
 
+{{/* PostgreSQL sslmodes that check the server's certificate. */}}
+{{- define "dwh-workers.pgVerifies" -}}
+{{- if has .Values.postgres.sslmode (list "verify-ca" "verify-full") }}true{{ end }}
+{{- end }}
+
+{{/*
+What the values leave in plain text or unverified TLS, one text per service (the same
+as the workers' start-up warning, which names them when the host is not the loopback).
+As YAML {items: [...]}.
+*/}}
+{{- define "dwh-workers.unverified" -}}
+{{- $items := list }}
+{{- if not (include "dwh-workers.kafkaTls" .) }}
+{{- $items = append $items (printf "Kafka over %s, without TLS" .Values.kafka.securityProtocol) }}
+{{- end }}
+{{- if not .Values.redis.ssl }}
+{{- $items = append $items "Redis without TLS" }}
+{{- end }}
+{{- if not (include "dwh-workers.pgVerifies" .) }}
+{{- $what := ternary "the CA checked, not the host name" "the server not verified" (and (eq .Values.postgres.sslmode "require") (not (empty .Values.postgres.sslRootCertFile))) }}
+{{- $items = append $items (printf "PostgreSQL with sslmode=%s, %s" .Values.postgres.sslmode $what) }}
+{{- end }}
+{{- toYaml (dict "items" $items) }}
+{{- end }}
+
 {{/* "host:port,..." for clients that take a bootstrap list (KEDA). */}}
 {{- define "dwh-workers.bootstrapServers" -}}
 {{- if .Values.keda.bootstrapServers }}
@@ -105,22 +130,28 @@ KAFKA_HOST: {{ .Values.kafka.host | quote }}
 KAFKA_PORT: {{ .Values.kafka.port | int | toString | quote }}
 KAFKA_SECURITY_PROTOCOL: {{ .Values.kafka.securityProtocol | quote }}
 KAFKA_SASL_MECHANISM: {{ .Values.kafka.saslMechanism | quote }}
-{{- with .Values.kafka.sslCaFile }}
-KAFKA_SSL_CA_LOCATION: {{ include "dwh-workers.caPath" (dict "root" $ "file" .) | quote }}
+{{- if .Values.kafka.sslCaFile }}
+KAFKA_SSL_CA_LOCATION: {{ include "dwh-workers.caPath" (dict "root" $ "file" .Values.kafka.sslCaFile) | quote }}
+{{- else if .Values.kafka.useSystemCa }}
+KAFKA_SSL_CA_LOCATION: {{ .Values.systemCaFile | quote }}
 {{- end }}
 REDIS_HOST: {{ .Values.redis.host | quote }}
 REDIS_PORT: {{ .Values.redis.port | int | toString | quote }}
 REDIS_SSL: {{ .Values.redis.ssl | toString | quote }}
-{{- with .Values.redis.sslCaFile }}
-REDIS_SSL_CA_FILE: {{ include "dwh-workers.caPath" (dict "root" $ "file" .) | quote }}
+{{- if .Values.redis.sslCaFile }}
+REDIS_SSL_CA_FILE: {{ include "dwh-workers.caPath" (dict "root" $ "file" .Values.redis.sslCaFile) | quote }}
+{{- else if .Values.redis.useSystemCa }}
+REDIS_SSL_CA_FILE: {{ .Values.systemCaFile | quote }}
 {{- end }}
 PG_WAREHOUSE_HOST: {{ .Values.postgres.host | quote }}
 PG_WAREHOUSE_PORT: {{ .Values.postgres.port | int | toString | quote }}
 PG_WAREHOUSE_DBNAME: {{ .Values.postgres.dbname | quote }}
 PG_WAREHOUSE_USER: {{ .Values.postgres.user | quote }}
 PG_WAREHOUSE_SSLMODE: {{ .Values.postgres.sslmode | quote }}
-{{- with .Values.postgres.sslRootCertFile }}
-PG_WAREHOUSE_SSLROOTCERT: {{ include "dwh-workers.caPath" (dict "root" $ "file" .) | quote }}
+{{- if .Values.postgres.sslRootCertFile }}
+PG_WAREHOUSE_SSLROOTCERT: {{ include "dwh-workers.caPath" (dict "root" $ "file" .Values.postgres.sslRootCertFile) | quote }}
+{{- else if .Values.postgres.useSystemCa }}
+PG_WAREHOUSE_SSLROOTCERT: {{ .Values.systemCaFile | quote }}
 {{- end }}
 DWH_HTTP_PORT: {{ .Values.httpPort | int | toString | quote }}
 DWH_LOG_FORMAT: {{ .Values.log.format | quote }}
@@ -270,21 +301,74 @@ volumes:
 {{- end }}
 
 {{/*
-Checks that a JSON schema cannot express (they span several keys). Rendered once,
-from configmap.yaml, so that lint, template and install all fail the same way.
+Checks that span several keys. Rendered once, from configmap.yaml: `helm template` and
+`helm install` fail with every problem in one message (the defaults alone list all they
+need); `helm lint` only prints it (Helm's lint takes a template's `fail` as information),
+which is why the contradictions are also rules of values.schema.json, which lint enforces.
+
+TLS is verified against a CA: with Kafka SSL/SASL_SSL, Redis ssl and PostgreSQL
+verify-ca/verify-full a CA file is required unless <service>.useSystemCa says to trust
+the image's system store (systemCaFile). A CA (or useSystemCa) that the protocol or mode would not use
+is refused, as the workers refuse it: a setting given is never silently ignored.
 */}}
 {{- define "dwh-workers.validate" -}}
-{{- if and .Values.caBundle.secretName .Values.caBundle.configMapName }}
-{{- fail "caBundle: set secretName or configMapName, not both" }}
+{{- $v := .Values }}
+{{- $errors := list }}
+{{- if and $v.caBundle.secretName $v.caBundle.configMapName }}
+{{- $errors = append $errors "caBundle: set secretName or configMapName, not both" }}
 {{- end }}
-{{- range $key, $file := dict "kafka.sslCaFile" .Values.kafka.sslCaFile "redis.sslCaFile" .Values.redis.sslCaFile "postgres.sslRootCertFile" .Values.postgres.sslRootCertFile }}
+{{- range $key, $file := dict "kafka.sslCaFile" $v.kafka.sslCaFile "redis.sslCaFile" $v.redis.sslCaFile "postgres.sslRootCertFile" $v.postgres.sslRootCertFile }}
 {{- if and $file (ne $file (include "dwh-workers.caPath" (dict "root" $ "file" $file))) (not (include "dwh-workers.caBundleEnabled" $)) }}
-{{- fail (printf "%s: %q is a file name inside caBundle, so set caBundle.secretName or caBundle.configMapName (or give an absolute path)" $key $file) }}
+{{- $errors = append $errors (printf "%s: %q is a file name inside caBundle, so set caBundle.secretName or caBundle.configMapName (or give an absolute path)" $key $file) }}
 {{- end }}
 {{- end }}
-{{- if and (include "dwh-workers.kafkaSasl" .) (not .Values.secret.existingSecret) }}
-{{- if not (and .Values.secret.kafkaConsumerUsername .Values.secret.kafkaConsumerPassword) }}
-{{- fail (printf "secret.kafkaConsumerUsername and secret.kafkaConsumerPassword are required when kafka.securityProtocol is %s (or name secret.existingSecret)" .Values.kafka.securityProtocol) }}
+{{- if and (include "dwh-workers.kafkaSasl" .) (not $v.secret.existingSecret) }}
+{{- if not (and $v.secret.kafkaConsumerUsername $v.secret.kafkaConsumerPassword) }}
+{{- $errors = append $errors (printf "secret.kafkaConsumerUsername and secret.kafkaConsumerPassword are required when kafka.securityProtocol is %s (or name secret.existingSecret)" $v.kafka.securityProtocol) }}
 {{- end }}
+{{- end }}
+{{- $protocol := $v.kafka.securityProtocol }}
+{{- if include "dwh-workers.kafkaTls" . }}
+{{- if and $v.kafka.sslCaFile $v.kafka.useSystemCa }}
+{{- $errors = append $errors "kafka.sslCaFile and kafka.useSystemCa: true: trust one, the CA file or the system store" }}
+{{- else if not (or $v.kafka.sslCaFile $v.kafka.useSystemCa) }}
+{{- $errors = append $errors (printf "kafka.sslCaFile is required with kafka.securityProtocol %s (a CA file in caBundle), unless kafka.useSystemCa: true" $protocol) }}
+{{- end }}
+{{- else }}
+{{- if $v.kafka.sslCaFile }}
+{{- $errors = append $errors (printf "kafka.sslCaFile is set but kafka.securityProtocol %s uses no TLS: choose SASL_SSL (or SSL), or remove kafka.sslCaFile" $protocol) }}
+{{- end }}
+{{- if $v.kafka.useSystemCa }}
+{{- $errors = append $errors (printf "kafka.useSystemCa is set but kafka.securityProtocol %s uses no TLS: choose SASL_SSL (or SSL), or remove kafka.useSystemCa" $protocol) }}
+{{- end }}
+{{- end }}
+{{- if $v.redis.ssl }}
+{{- if and $v.redis.sslCaFile $v.redis.useSystemCa }}
+{{- $errors = append $errors "redis.sslCaFile and redis.useSystemCa: true: trust one, the CA file or the system store" }}
+{{- else if not (or $v.redis.sslCaFile $v.redis.useSystemCa) }}
+{{- $errors = append $errors "redis.sslCaFile is required with redis.ssl: true (a CA file in caBundle), unless redis.useSystemCa: true" }}
+{{- end }}
+{{- else }}
+{{- if $v.redis.sslCaFile }}
+{{- $errors = append $errors "redis.sslCaFile is set but redis.ssl is false: set redis.ssl: true (the TLS port, usually 6380), or remove redis.sslCaFile" }}
+{{- end }}
+{{- if $v.redis.useSystemCa }}
+{{- $errors = append $errors "redis.useSystemCa is set but redis.ssl is false: set redis.ssl: true, or remove redis.useSystemCa" }}
+{{- end }}
+{{- end }}
+{{- $sslmode := $v.postgres.sslmode }}
+{{- if and $v.postgres.sslRootCertFile $v.postgres.useSystemCa }}
+{{- $errors = append $errors "postgres.sslRootCertFile and postgres.useSystemCa: true: trust one, the CA file or the system store" }}
+{{- else if and (include "dwh-workers.pgVerifies" .) (not (or $v.postgres.sslRootCertFile $v.postgres.useSystemCa)) }}
+{{- $errors = append $errors (printf "postgres.sslRootCertFile is required with postgres.sslmode %s (a CA file in caBundle), unless postgres.useSystemCa: true (with verify-full)" $sslmode) }}
+{{- end }}
+{{- if and $v.postgres.useSystemCa (ne $sslmode "verify-full") }}
+{{- $errors = append $errors (printf "postgres.useSystemCa needs postgres.sslmode verify-full, not %s: any public CA's certificate would pass verify-ca, whatever its host" $sslmode) }}
+{{- end }}
+{{- if and $v.postgres.sslRootCertFile (has $sslmode (list "disable" "allow" "prefer")) }}
+{{- $errors = append $errors (printf "postgres.sslRootCertFile is set but postgres.sslmode %s may connect without TLS: choose verify-full (or verify-ca), or remove postgres.sslRootCertFile" $sslmode) }}
+{{- end }}
+{{- if $errors }}
+{{- fail (printf "invalid values (the defaults are TLS verified against a CA; chart/README.md lists a minimal set, and plain text must be chosen explicitly):\n  - %s" (join "\n  - " $errors)) }}
 {{- end }}
 {{- end }}

@@ -71,6 +71,8 @@ def main(layer: str) -> int:
         print(f"dwh-{layer}: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.worker.log_format, settings.worker.log_level)
+    if insecure := config.insecure_connections(settings):
+        log.warning("connections without verified TLS to a remote host: %s", "; ".join(insecure))
     container = CONTAINERS[layer](settings=settings)
     metrics: Metrics = container.infrastructure.metrics()  # type: ignore[attr-defined]
     if settings.worker.http_port:

@@ -4,10 +4,17 @@ The names are those of CONTRACT.md §6 (the original services' names) plus ``DWH
 names of ours; docs/configuration.md lists every one with its default. A bad or
 missing value raises :class:`ConfigError` whose message names the variable, and the
 worker prints that one line and exits.
+
+A security setting is never dropped silently: credentials, a CA file or a root
+certificate that the chosen protocol or mode would not use is a :class:`ConfigError`
+naming both variables. What is allowed but unverified on the network (plain text, or
+TLS without checking the server, to a host other than the loopback) is listed by
+:func:`insecure_connections`, which a worker logs as one warning at start.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -22,7 +29,10 @@ from dwh_adapters.postgres.settings import PgSettings
 from dwh_adapters.redis import RedisSettings
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+TLS_PROTOCOLS = ("SSL", "SASL_SSL")
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+PG_MAY_SKIP_TLS = ("disable", "allow", "prefer")  # sslmodes that may end in plain text
+PG_VERIFYING_MODES = ("verify-ca", "verify-full")
 LOG_FORMATS = ("json", "text")
 
 
@@ -118,12 +128,32 @@ def kafka_settings(env: _Env) -> KafkaSettings:
     username = env.text("KAFKA_CONSUMER_USERNAME")
     password = env.text("KAFKA_CONSUMER_PASSWORD")
     protocol = env.choice(
-        "KAFKA_SECURITY_PROTOCOL", "SASL_SSL" if username else "PLAINTEXT", SECURITY_PROTOCOLS
+        "KAFKA_SECURITY_PROTOCOL",
+        "SASL_SSL" if username or password else "PLAINTEXT",
+        SECURITY_PROTOCOLS,
     )
-    if protocol.startswith("SASL") and not (username and password):
+    if protocol.startswith("SASL"):
+        if not (username and password):
+            raise ConfigError(
+                f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_CONSUMER_USERNAME and "
+                "KAFKA_CONSUMER_PASSWORD"
+            )
+    elif username or password:
+        # Without SASL librdkafka never sends the credentials: the worker would connect
+        # anonymously (and, under PLAINTEXT, unencrypted) to a cluster its operator
+        # meant it to log in to. Refused, rather than dropped silently.
         raise ConfigError(
-            f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_CONSUMER_USERNAME and "
-            "KAFKA_CONSUMER_PASSWORD"
+            f"KAFKA_SECURITY_PROTOCOL={protocol} would ignore KAFKA_CONSUMER_USERNAME and "
+            "KAFKA_CONSUMER_PASSWORD: set KAFKA_SECURITY_PROTOCOL=SASL_SSL (or SASL_PLAINTEXT) "
+            "to log in with them, or unset them"
+        )
+    ca_location = env.existing_file("KAFKA_SSL_CA_LOCATION")
+    if ca_location and protocol not in TLS_PROTOCOLS:
+        # A CA names the brokers to trust; without TLS nothing is verified and the
+        # connection is plain text: an error, not a CA silently unused.
+        raise ConfigError(
+            f"KAFKA_SSL_CA_LOCATION is set but KAFKA_SECURITY_PROTOCOL={protocol} uses no "
+            "TLS: set KAFKA_SECURITY_PROTOCOL=SASL_SSL (or SSL), or unset KAFKA_SSL_CA_LOCATION"
         )
     servers = host if ":" in host else f"{host}:{port}"
     return KafkaSettings(
@@ -132,29 +162,53 @@ def kafka_settings(env: _Env) -> KafkaSettings:
         sasl_mechanism=env.required("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
         username=username,
         password=password,
-        ssl_ca_location=env.existing_file("KAFKA_SSL_CA_LOCATION"),
+        ssl_ca_location=ca_location,
     )
 
 
 def redis_settings(env: _Env) -> RedisSettings:
+    ssl = env.flag("REDIS_SSL", False)
+    ca_file = env.existing_file("REDIS_SSL_CA_FILE")
+    if ca_file and not ssl:
+        # redis-py ignores the CA without ssl and talks plain text. An error, and TLS is
+        # not switched on by the CA alone either: REDIS_SSL's default is false (the local
+        # stack), and a CA with the plain port would fail later with an obscure TLS error.
+        raise ConfigError(
+            "REDIS_SSL_CA_FILE is set but REDIS_SSL is false, so the CA would be unused and "
+            "the connection plain text: set REDIS_SSL=true (the TLS port, usually 6380), or "
+            "unset REDIS_SSL_CA_FILE"
+        )
     return RedisSettings(
         host=env.required("REDIS_HOST", "127.0.0.1"),
         port=env.integer("REDIS_PORT", 6379, 1, 65535),
         password=env.text("REDIS_PASSWORD"),
-        ssl=env.flag("REDIS_SSL", False),
-        ssl_ca_file=env.existing_file("REDIS_SSL_CA_FILE"),
+        ssl=ssl,
+        ssl_ca_file=ca_file,
     )
 
 
 def postgres_settings(env: _Env) -> PgSettings:
+    sslmode = env.choice("PG_WAREHOUSE_SSLMODE", "prefer", SSL_MODES)
+    rootcert = env.existing_file("PG_WAREHOUSE_SSLROOTCERT")
+    if rootcert and sslmode in PG_MAY_SKIP_TLS:
+        # disable never uses TLS; allow and prefer fall back to plain text when the server
+        # (or a man in the middle) offers no TLS: the CA would be ignored, or bypassed by a
+        # downgrade. With require the CA is not ignored: libpq then checks the server's
+        # chain against it (as verify-ca, documented), so that is accepted; its host name
+        # is not checked, which the insecure-connections warning names.
+        raise ConfigError(
+            f"PG_WAREHOUSE_SSLROOTCERT is set but PG_WAREHOUSE_SSLMODE={sslmode} may connect "
+            "without TLS and never use it: set PG_WAREHOUSE_SSLMODE=verify-full (or "
+            "verify-ca), or unset PG_WAREHOUSE_SSLROOTCERT"
+        )
     return PgSettings(
         host=env.required("PG_WAREHOUSE_HOST", "127.0.0.1"),
         port=env.integer("PG_WAREHOUSE_PORT", 5432, 1, 65535),
         dbname=env.required("PG_WAREHOUSE_DBNAME", "de"),
         user=env.required("PG_WAREHOUSE_USER", "dwh"),
         password=env.required("PG_WAREHOUSE_PASSWORD", "dwh"),
-        sslmode=env.choice("PG_WAREHOUSE_SSLMODE", "prefer", SSL_MODES),
-        sslrootcert=env.existing_file("PG_WAREHOUSE_SSLROOTCERT"),
+        sslmode=sslmode,
+        sslrootcert=rootcert,
     )
 
 
@@ -218,3 +272,59 @@ def load(layer: str, environ: Mapping[str, str] | None = None) -> Settings:
         postgres=postgres_settings(env),
         worker=worker_settings(env, layer),
     )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, IPv6 with or without brackets) is this
+    machine's loopback: ``localhost``, 127.0.0.0/8 or ::1. No name is resolved. A path
+    (a PostgreSQL Unix socket directory) is local too."""
+    host = host.strip().strip("[]").rstrip(".").lower()
+    if host == "localhost" or host.startswith(("/", "@")):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def _kafka_hosts(bootstrap_servers: str) -> list[str]:
+    """The hosts of a librdkafka broker list: ``[proto://]host[:port]``, comma-separated."""
+    hosts = []
+    for entry in bootstrap_servers.split(","):
+        server = entry.strip().rpartition("://")[2]
+        if server.startswith("["):  # [::1]:9092
+            hosts.append(server[1:].partition("]")[0])
+        elif server.count(":") == 1:  # host:port
+            hosts.append(server.partition(":")[0])
+        else:  # a bare host, or a bare IPv6 address
+            hosts.append(server)
+    return [host for host in hosts if host]
+
+
+def insecure_connections(settings: Settings | Services) -> list[str]:
+    """One short text per service reached without verified TLS on a host other than
+    this machine's loopback (``localhost``, 127.0.0.0/8, ::1): Kafka over a protocol
+    without SSL, Redis without TLS, PostgreSQL with an sslmode other than verify-ca or
+    verify-full. Empty when every connection is verified or local. Pure: nothing is
+    resolved or connected."""
+    found = []
+    kafka = settings.kafka
+    remote = [h for h in _kafka_hosts(kafka.bootstrap_servers) if not is_loopback(h)]
+    if remote and kafka.security_protocol not in TLS_PROTOCOLS:
+        found.append(f"Kafka {','.join(remote)} over {kafka.security_protocol}, without TLS")
+    redis = settings.redis
+    if not redis.ssl and not is_loopback(redis.host):
+        found.append(f"Redis {redis.host}:{redis.port} without TLS")
+    postgres = settings.postgres
+    remote = [h for h in postgres.host.split(",") if h and not is_loopback(h)]
+    if remote and postgres.sslmode not in PG_VERIFYING_MODES:
+        unverified = (
+            "the CA checked, not the host name"
+            if postgres.sslmode == "require" and postgres.sslrootcert
+            else "the server not verified"
+        )
+        found.append(f"PostgreSQL {','.join(remote)} with sslmode={postgres.sslmode}, {unverified}")
+    return found

@@ -5,11 +5,17 @@ Helm comes from scripts/helm, which builds the pinned version into .stack/bin on
 use. Rendered manifests are validated against the Kubernetes 1.30 schemas shipped by
 kubernetes_validate; the custom resources (KEDA, Prometheus Operator) have no schema
 there, so their required fields are checked here.
+
+The chart's defaults are TLS verified against a CA, which do not render alone: the
+manifests here are rendered from the values files of chart/ci (the minimal secure set,
+the system trust store, plain text chosen explicitly, production-like).
 """
 
 from __future__ import annotations
 
+import base64
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,12 +25,24 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from dwh_workers import config
+from tests.support.chart import ChartError, UnresolvableEnv, objects_of, rendered_env
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 HELM = ROOT / "scripts" / "helm"
 CHART = ROOT / "chart"
 PROD_VALUES = CHART / "ci" / "prod-values.yaml"
+MINIMAL_VALUES = CHART / "ci" / "minimal-values.yaml"
+SYSTEM_CA_VALUES = CHART / "ci" / "system-ca-values.yaml"
+PLAINTEXT_VALUES = CHART / "ci" / "plaintext-values.yaml"
+VALUES_FILES = {
+    "minimal": MINIMAL_VALUES,
+    "system-ca": SYSTEM_CA_VALUES,
+    "plaintext": PLAINTEXT_VALUES,
+    "prod": PROD_VALUES,
+}
 KUBE_VERSION = "1.30.0"
 RELEASE = "dwh"
 LAYERS = ("stg", "dds", "cdm")
@@ -65,8 +83,11 @@ def helm(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def render(*args: str) -> list[Manifest]:
-    result = helm("template", RELEASE, str(CHART), "--kube-version", KUBE_VERSION, *args)
+def render(*args: str, base: Path = MINIMAL_VALUES) -> list[Manifest]:
+    """The chart rendered with the values file ``base`` and ``args`` over it."""
+    result = helm(
+        "template", RELEASE, str(CHART), "--kube-version", KUBE_VERSION, "-f", str(base), *args
+    )
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
@@ -101,28 +122,35 @@ def helm_is_built() -> None:
 
 
 @pytest.fixture(scope="session")
-def default_manifests() -> list[Manifest]:
-    return render()
+def rendered_values_files() -> dict[str, list[Manifest]]:
+    return {name: render(base=path) for name, path in VALUES_FILES.items()}
 
 
 @pytest.fixture(scope="session")
-def prod_manifests() -> list[Manifest]:
-    return render("-f", str(PROD_VALUES))
+def minimal_manifests(rendered_values_files: dict[str, list[Manifest]]) -> list[Manifest]:
+    return rendered_values_files["minimal"]
 
 
-@pytest.fixture(params=["default", "prod"])
+@pytest.fixture(scope="session")
+def prod_manifests(rendered_values_files: dict[str, list[Manifest]]) -> list[Manifest]:
+    return rendered_values_files["prod"]
+
+
+@pytest.fixture(params=list(VALUES_FILES))
 def manifests(
-    request: pytest.FixtureRequest,
-    default_manifests: list[Manifest],
-    prod_manifests: list[Manifest],
+    request: pytest.FixtureRequest, rendered_values_files: dict[str, list[Manifest]]
 ) -> list[Manifest]:
-    return default_manifests if request.param == "default" else prod_manifests
+    return rendered_values_files[request.param]
 
 
 # --------------------------------------------------------------------------- chart
 
 
-@pytest.mark.parametrize("values", [[], ["-f", str(PROD_VALUES)]], ids=["default", "prod"])
+@pytest.mark.parametrize(
+    "values",
+    [[], *(["-f", str(path)] for path in VALUES_FILES.values())],
+    ids=["defaults", *VALUES_FILES],
+)
 def test_chart_passes_strict_lint(values: list[str]) -> None:
     result = helm("lint", "--strict", "--kube-version", KUBE_VERSION, str(CHART), *values)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -167,8 +195,8 @@ def test_configmaps_carry_the_contract_setting_names(manifests: list[Manifest]) 
         assert all(isinstance(v, str) for v in configmap["data"].values())
 
 
-def test_layers_get_their_topics_and_groups(default_manifests: list[Manifest]) -> None:
-    data = {component(m): m["data"] for m in of_kind(default_manifests, "ConfigMap")}
+def test_layers_get_their_topics_and_groups(minimal_manifests: list[Manifest]) -> None:
+    data = {component(m): m["data"] for m in of_kind(minimal_manifests, "ConfigMap")}
     assert data["stg"]["KAFKA_SOURCE_TOPIC"] == "order-service_orders"
     assert data["stg"]["KAFKA_DESTINATION_TOPIC"] == "stg-service-orders"
     assert data["dds"]["KAFKA_SOURCE_TOPIC"] == "stg-service-orders"
@@ -273,7 +301,7 @@ def test_service_monitors_select_a_metrics_service_per_layer(
 
 
 def test_a_chart_made_secret_holds_only_the_given_credentials() -> None:
-    manifests = render("--set", "secret.pgWarehousePassword=s3cret")
+    manifests = render("--set", "secret.pgWarehousePassword=s3cret", base=PLAINTEXT_VALUES)
     secrets = [
         s
         for s in of_kind(manifests, "Secret")
@@ -365,7 +393,7 @@ def test_keda_max_replicas_never_exceeds_partitions(maximum: int, partitions: in
     settings = (
         f"keda.enabled=true,keda.maxReplicaCount={maximum},workers.stg.partitions={partitions}"
     )
-    manifests = render("--set", settings)
+    manifests = render("--set", settings, base=PLAINTEXT_VALUES)
     scaled = {component(s): s["spec"] for s in of_kind(manifests, "ScaledObject")}
     assert scaled["stg"]["maxReplicaCount"] == min(maximum, partitions)
     assert scaled["stg"]["minReplicaCount"] <= scaled["stg"]["maxReplicaCount"]
@@ -391,57 +419,84 @@ def test_migrations_run_as_a_pre_install_and_pre_upgrade_hook(
     assert not of_kind(render("--set", "migrations.enabled=false"), "Job")
 
 
-# (helm arguments, a pattern the error must contain: the path of the bad key)
+def bad(
+    args: list[str], bad_key: str, id: str, base: Path = MINIMAL_VALUES
+) -> Any:  # a pytest ParameterSet
+    """Values that ``base`` plus ``args`` make bad, and a pattern the error must hold."""
+    return pytest.param(["-f", str(base), *args], bad_key, id=id)
+
+
+# Rejected by the schema, so by lint, template and install alike, naming the bad key.
 BAD_VALUES = [
-    pytest.param(
+    bad(
         ["--set-string", "workers.stg.replicaCount=two"],
         "/workers/stg/replicaCount",
-        id="replicas-not-a-number",
+        "replicas-not-a-number",
     ),
-    pytest.param(
-        ["--set", "kafka.securityProtocol=SASL_TLS"],
-        "/kafka/securityProtocol",
-        id="unknown-protocol",
+    bad(
+        ["--set", "kafka.securityProtocol=SASL_TLS"], "/kafka/securityProtocol", "unknown-protocol"
     ),
-    pytest.param(
-        ["--set", "kafka.saslMechanism=MD5"], "/kafka/saslMechanism", id="unknown-sasl-mechanism"
-    ),
-    pytest.param(
-        ["--set", "workers.dds.batchSize=-100"], "/workers/dds/batchSize", id="negative-batch"
-    ),
-    pytest.param(
-        ["--set", "workers.cdm.batchSize=1000000"], "/workers/cdm/batchSize", id="huge-batch"
-    ),
-    pytest.param(["--set", "log.level=TRACE"], "/log/level", id="unknown-log-level"),
-    pytest.param(["--set", "image.repository="], "/image/repository", id="empty-image"),
-    pytest.param(["--set", "image.repository=null"], "repository", id="missing-image"),
-    pytest.param(
-        ["--set", "postgres.sslmode=sometimes"], "/postgres/sslmode", id="unknown-sslmode"
-    ),
-    pytest.param(["--set", "redis.port=70000"], "/redis/port", id="port-out-of-range"),
-    pytest.param(
+    bad(["--set", "kafka.saslMechanism=MD5"], "/kafka/saslMechanism", "unknown-sasl-mechanism"),
+    bad(["--set", "workers.dds.batchSize=-100"], "/workers/dds/batchSize", "negative-batch"),
+    bad(["--set", "workers.cdm.batchSize=1000000"], "/workers/cdm/batchSize", "huge-batch"),
+    bad(["--set", "log.level=TRACE"], "/log/level", "unknown-log-level"),
+    bad(["--set", "image.repository="], "/image/repository", "empty-image"),
+    bad(["--set", "image.repository=null"], "repository", "missing-image"),
+    bad(["--set", "postgres.sslmode=sometimes"], "/postgres/sslmode", "unknown-sslmode"),
+    bad(["--set", "redis.port=70000"], "/redis/port", "port-out-of-range"),
+    bad(
         ["--set", "kafka.sessionTimeoutMs=1000"],
         "/kafka/sessionTimeoutMs",
-        id="session-shorter-than-the-broker-allows",
+        "session-shorter-than-the-broker-allows",
     ),
-    pytest.param(["--set", "workers.etl.enabled=true"], "etl", id="unknown-worker"),
-    pytest.param(["--set", "kafka.hots=x"], "hots", id="misspelt-key"),
-    pytest.param(["--set", "keda.maxReplicaCount=0"], "/keda/maxReplicaCount", id="no-replicas"),
-    pytest.param(
-        ["--set", "kafka.securityProtocol=SASL_SSL"],
-        r"secret[./]kafkaConsumerUsername",
-        id="sasl-without-credentials",
-    ),
-    pytest.param(
-        ["--set", "redis.sslCaFile=redis-ca.crt"],
+    bad(["--set", "workers.etl.enabled=true"], "etl", "unknown-worker"),
+    bad(["--set", "kafka.hots=x"], "hots", "misspelt-key"),
+    bad(["--set", "keda.maxReplicaCount=0"], "/keda/maxReplicaCount", "no-replicas"),
+    bad(
+        ["--set", "redis.ssl=true,redis.sslCaFile=redis-ca.crt"],
         r"redis[./]sslCaFile",
-        id="ca-file-without-bundle",
+        "ca-file-without-bundle",
+        base=PLAINTEXT_VALUES,
     ),
-    pytest.param(
-        ["--set", "caBundle.secretName=ca", "--set", "caBundle.configMapName=ca"],
-        "configMapName",
-        id="two-ca-sources",
+    bad(["--set", "caBundle.configMapName=ca"], "configMapName", "two-ca-sources"),
+    # A setting the protocol or mode would not use is never silently dropped.
+    bad(
+        ["--set", "caBundle.secretName=ca,kafka.sslCaFile=ca.crt"],
+        "/kafka/sslCaFile",
+        "kafka-ca-without-tls",
+        base=PLAINTEXT_VALUES,
     ),
+    bad(
+        ["--set", "kafka.useSystemCa=true"],
+        "/kafka/useSystemCa",
+        "kafka-system-ca-without-tls",
+        base=PLAINTEXT_VALUES,
+    ),
+    bad(
+        ["--set", "caBundle.secretName=ca,redis.sslCaFile=ca.crt"],
+        "/redis/sslCaFile",
+        "redis-ca-without-ssl",
+        base=PLAINTEXT_VALUES,
+    ),
+    bad(
+        ["--set", "redis.useSystemCa=true"],
+        "/redis/useSystemCa",
+        "redis-system-ca-without-ssl",
+        base=PLAINTEXT_VALUES,
+    ),
+    bad(
+        ["--set", "caBundle.secretName=ca,postgres.sslRootCertFile=ca.crt"],
+        "/postgres/sslRootCertFile",
+        "postgres-root-cert-with-prefer",
+        base=PLAINTEXT_VALUES,
+    ),
+    bad(
+        ["--set", "postgres.sslRootCertFile=,postgres.useSystemCa=true,postgres.sslmode=verify-ca"],
+        "/postgres/sslmode",
+        "postgres-system-ca-without-verify-full",
+    ),
+    bad(["--set", "kafka.useSystemCa=true"], "/kafka/sslCaFile", "kafka-ca-file-and-system-ca"),
+    bad(["--set", "redis.useSystemCa=true"], "/redis/sslCaFile", "redis-ca-file-and-system-ca"),
 ]
 
 
@@ -456,6 +511,200 @@ def test_bad_values_are_rejected_naming_the_key(
     assert re.search(bad_key, result.stdout + result.stderr), result.stdout + result.stderr
 
 
+# Missing values: rendering (template, install) fails with one message saying what to
+# set. Helm's lint treats a template's `fail` as information: it passes, printing it.
+MISSING_VALUES = [
+    bad(
+        ["--set", "secret.kafkaConsumerPassword="],
+        "secret.kafkaConsumerUsername and secret.kafkaConsumerPassword are required when "
+        "kafka.securityProtocol is SASL_SSL (or name secret.existingSecret)",
+        "sasl-without-credentials",
+    ),
+    bad(
+        ["--set", "kafka.sslCaFile="],
+        "kafka.sslCaFile is required with kafka.securityProtocol SASL_SSL (a CA file in "
+        "caBundle), unless kafka.useSystemCa: true",
+        "kafka-sasl-ssl-without-ca",
+    ),
+    bad(
+        ["--set", "kafka.securityProtocol=SSL,kafka.sslCaFile="],
+        "kafka.sslCaFile is required with kafka.securityProtocol SSL",
+        "kafka-ssl-without-ca",
+    ),
+    bad(
+        ["--set", "redis.sslCaFile="],
+        "redis.sslCaFile is required with redis.ssl: true (a CA file in caBundle), unless "
+        "redis.useSystemCa: true",
+        "redis-tls-without-ca",
+    ),
+    bad(
+        ["--set", "postgres.sslmode=verify-ca,postgres.sslRootCertFile="],
+        "postgres.sslRootCertFile is required with postgres.sslmode verify-ca (a CA file in "
+        "caBundle), unless postgres.useSystemCa: true",
+        "postgres-verify-ca-without-ca",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), MISSING_VALUES)
+def test_missing_values_fail_rendering_saying_what_to_set(args: list[str], message: str) -> None:
+    result = helm("template", RELEASE, str(CHART), *args)
+    assert result.returncode != 0, f"accepted: {args}"
+    assert message in result.stderr, result.stderr
+    linted = helm("lint", str(CHART), *args)
+    assert message in linted.stdout + linted.stderr
+
+
+def test_the_defaults_are_verified_tls_and_name_all_they_need() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["kafka"]["securityProtocol"] == "SASL_SSL"
+    assert values["kafka"]["saslMechanism"] == "SCRAM-SHA-512"
+    assert (values["redis"]["ssl"], values["redis"]["port"]) == (True, 6380)
+    assert values["postgres"]["sslmode"] == "verify-full"
+    assert not any(values[s]["useSystemCa"] for s in ("kafka", "redis", "postgres"))
+    result = helm("template", RELEASE, str(CHART))
+    assert result.returncode != 0
+    needed = [line.strip() for line in result.stderr.splitlines() if line.strip().startswith("-")]
+    assert needed == [
+        "- secret.kafkaConsumerUsername and secret.kafkaConsumerPassword are required when "
+        "kafka.securityProtocol is SASL_SSL (or name secret.existingSecret)",
+        "- kafka.sslCaFile is required with kafka.securityProtocol SASL_SSL (a CA file in "
+        "caBundle), unless kafka.useSystemCa: true",
+        "- redis.sslCaFile is required with redis.ssl: true (a CA file in caBundle), unless "
+        "redis.useSystemCa: true",
+        "- postgres.sslRootCertFile is required with postgres.sslmode verify-full (a CA file "
+        "in caBundle), unless postgres.useSystemCa: true (with verify-full)",
+    ], result.stderr
+    assert "plain text must be chosen explicitly" in result.stderr
+
+
+# Contradictions the schema rejects are in the template's checks too, in words (for
+# a `helm template --skip-schema-validation`, and as the workers' own rules say).
+@pytest.mark.parametrize(
+    ("base", "args", "message"),
+    [
+        (
+            PLAINTEXT_VALUES,
+            "caBundle.secretName=ca,kafka.sslCaFile=ca.crt",
+            "kafka.sslCaFile is set but kafka.securityProtocol PLAINTEXT uses no TLS",
+        ),
+        (
+            PLAINTEXT_VALUES,
+            "caBundle.secretName=ca,redis.sslCaFile=ca.crt",
+            "redis.sslCaFile is set but redis.ssl is false",
+        ),
+        (
+            PLAINTEXT_VALUES,
+            "caBundle.secretName=ca,postgres.sslRootCertFile=ca.crt",
+            "postgres.sslRootCertFile is set but postgres.sslmode prefer may connect without TLS",
+        ),
+        (
+            MINIMAL_VALUES,
+            "postgres.sslRootCertFile=,postgres.useSystemCa=true,postgres.sslmode=verify-ca",
+            "postgres.useSystemCa needs postgres.sslmode verify-full, not verify-ca",
+        ),
+        (
+            MINIMAL_VALUES,
+            "kafka.useSystemCa=true",
+            "kafka.sslCaFile and kafka.useSystemCa: true: trust one",
+        ),
+    ],
+    ids=["kafka-ca", "redis-ca", "postgres-ca", "postgres-system", "both-cas"],
+)
+def test_the_template_words_each_contradiction(base: Path, args: str, message: str) -> None:
+    result = helm(
+        "template", RELEASE, str(CHART), "--skip-schema-validation", "-f", str(base), "--set", args
+    )
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
+def settings_of(manifests: list[Manifest]) -> dict[str, dict[str, str]]:
+    return {component(m): m["data"] for m in of_kind(manifests, "ConfigMap")}
+
+
+def test_the_minimal_values_verify_every_server_against_the_ca_bundle(
+    minimal_manifests: list[Manifest],
+) -> None:
+    for layer, data in settings_of(minimal_manifests).items():
+        assert data["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL", layer
+        assert data["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+        assert data["KAFKA_SSL_CA_LOCATION"] == "/etc/dwh/ca/ca.crt"
+        assert (data["REDIS_SSL"], data["REDIS_PORT"]) == ("true", "6380")
+        assert data["REDIS_SSL_CA_FILE"] == "/etc/dwh/ca/ca.crt"
+        assert data["PG_WAREHOUSE_SSLMODE"] == "verify-full"
+        assert data["PG_WAREHOUSE_SSLROOTCERT"] == "/etc/dwh/ca/ca.crt"
+
+
+def test_the_system_trust_store_is_an_explicit_opt_in() -> None:
+    manifests = render("--set", "keda.enabled=true", base=SYSTEM_CA_VALUES)
+    for layer, data in settings_of(manifests).items():
+        assert data["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL", layer
+        assert data["REDIS_SSL"] == "true"
+        assert data["PG_WAREHOUSE_SSLMODE"] == "verify-full"
+        for variable in ("KAFKA_SSL_CA_LOCATION", "REDIS_SSL_CA_FILE", "PG_WAREHOUSE_SSLROOTCERT"):
+            assert data[variable] == "/etc/ssl/certs/ca-certificates.crt", variable
+    for name, spec in pod_specs(manifests):
+        assert "ca" not in {v["name"] for v in spec["volumes"]}, name
+    for scaled in of_kind(manifests, "ScaledObject"):
+        assert scaled["spec"]["triggers"][0]["metadata"]["tls"] == "enable"
+    (auth,) = of_kind(manifests, "TriggerAuthentication")
+    assert {r["parameter"] for r in auth["spec"]["secretTargetRef"]} == {"username", "password"}
+
+
+def test_plain_text_is_chosen_explicitly_and_sends_no_kafka_credentials() -> None:
+    manifests = render(base=PLAINTEXT_VALUES)
+    for layer, data in settings_of(manifests).items():
+        assert data["KAFKA_SECURITY_PROTOCOL"] == "PLAINTEXT", layer
+        assert (data["REDIS_SSL"], data["REDIS_PORT"]) == ("false", "6379")
+        assert data["PG_WAREHOUSE_SSLMODE"] == "prefer"
+        assert not {"KAFKA_SSL_CA_LOCATION", "REDIS_SSL_CA_FILE", "PG_WAREHOUSE_SSLROOTCERT"} & set(
+            data
+        )
+    for _, spec in pod_specs(manifests):
+        (container,) = spec["containers"]
+        names = {e["name"] for e in container["env"]}
+        assert not {"KAFKA_CONSUMER_USERNAME", "KAFKA_CONSUMER_PASSWORD"} & names
+
+
+def render_notes(tmp_path: Path, base: Path) -> str:
+    """NOTES.txt as `helm install` prints it: `helm template` leaves it out, so a copy
+    of the chart renders it into a ConfigMap."""
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    notes = (CHART / "templates" / "NOTES.txt").read_text()
+    (chart / "templates" / "notes-as-configmap.yaml").write_text(
+        '{{- define "test.notes" }}' + notes + "{{- end }}\n"
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\n"
+        'data: {notes: {{ include "test.notes" . | quote }}}\n'
+    )
+    result = helm(
+        "template",
+        RELEASE,
+        str(chart),
+        "-f",
+        str(base),
+        "--show-only",
+        "templates/notes-as-configmap.yaml",
+    )
+    assert result.returncode == 0, result.stderr
+    return str(yaml.safe_load(result.stdout)["data"]["notes"])
+
+
+def test_the_install_notes_warn_of_plain_text(tmp_path: Path) -> None:
+    notes = render_notes(tmp_path, PLAINTEXT_VALUES)
+    assert "WARNING: chosen in the values, these connections are plain text" in notes
+    assert (
+        "Kafka over PLAINTEXT, without TLS; Redis without TLS; "
+        "PostgreSQL with sslmode=prefer, the server not verified." in notes
+    )
+    secure = render_notes(tmp_path / "secure", MINIMAL_VALUES)
+    assert "WARNING" not in secure
+    assert (
+        "Kafka (SASL_SSL), Redis (TLS) and PostgreSQL (verify-full) verify the servers'" in secure
+    )
+
+
 def test_readme_lists_every_value() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     documented = re.findall(r"^\| `([\w.]+)` \|", (CHART / "README.md").read_text(), re.M)
@@ -466,6 +715,164 @@ def test_readme_lists_every_value() -> None:
         if not any(key == d or key.startswith(d + ".") for d in documented)
     ]
     assert not undocumented
+
+
+# --------------------------------------------------------------------------- rendered env
+
+
+def secure_local_values(ca_dir: Path) -> dict[str, Any]:
+    """Values for the secure local stack (`scripts/stack up --secure`: Kafka SASL_SSL on
+    9094, Redis TLS on 6380, PostgreSQL TLS on 5433), the CA bundle "mounted" from a
+    local folder holding ca.crt."""
+    return {
+        "kafka": {"host": "127.0.0.1", "port": 9094, "sslCaFile": "ca.crt"},
+        "redis": {"host": "127.0.0.1", "port": 6380, "sslCaFile": "ca.crt"},
+        "postgres": {"host": "127.0.0.1", "port": 5433, "sslRootCertFile": "ca.crt"},
+        "caBundle": {"secretName": "dwh-ca", "mountPath": str(ca_dir)},
+        "secret": {
+            "kafkaConsumerUsername": "dwh",
+            "kafkaConsumerPassword": "kafka-pw",
+            "redisPassword": "redis-pw",
+            "pgWarehousePassword": "pg-pw",
+        },
+        "log": {"format": "text"},
+    }
+
+
+@pytest.fixture
+def ca_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "ca"
+    folder.mkdir()
+    (folder / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    return folder
+
+
+def test_rendered_env_resolves_every_variable_of_a_secure_install(ca_dir: Path) -> None:
+    values = secure_local_values(ca_dir)
+    ca = str(ca_dir / "ca.crt")
+    common = {
+        "KAFKA_HOST": "127.0.0.1",
+        "KAFKA_PORT": "9094",
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "KAFKA_SSL_CA_LOCATION": ca,
+        "KAFKA_CONSUMER_USERNAME": "dwh",  # from the chart's Secret, base64-decoded
+        "KAFKA_CONSUMER_PASSWORD": "kafka-pw",
+        "REDIS_HOST": "127.0.0.1",
+        "REDIS_PORT": "6380",
+        "REDIS_SSL": "true",
+        "REDIS_SSL_CA_FILE": ca,
+        "REDIS_PASSWORD": "redis-pw",
+        "PG_WAREHOUSE_HOST": "127.0.0.1",
+        "PG_WAREHOUSE_PORT": "5433",
+        "PG_WAREHOUSE_DBNAME": "de",
+        "PG_WAREHOUSE_USER": "dwh",
+        "PG_WAREHOUSE_PASSWORD": "pg-pw",
+        "PG_WAREHOUSE_SSLMODE": "verify-full",
+        "PG_WAREHOUSE_SSLROOTCERT": ca,
+        "DWH_HTTP_PORT": "8000",
+        "DWH_LOG_FORMAT": "text",
+        "DWH_LOG_LEVEL": "INFO",
+    }
+    stg = rendered_env("stg", values)
+    assert stg.workload == "dwh-dwh-workers-stg"
+    assert stg.args == ["python", "-m", "dwh_workers.stg"]
+    assert stg.env == {
+        **common,
+        "DWH_INSTANCE_ID": "dwh-dwh-workers-stg-0",  # fieldRef metadata.name: the pod
+        "KAFKA_CONSUMER_GROUP": "stg-service",
+        "KAFKA_SOURCE_TOPIC": "order-service_orders",
+        "KAFKA_DESTINATION_TOPIC": "stg-service-orders",
+        "DWH_SESSION_TIMEOUT_MS": "30000",
+        "DWH_BATCH_SIZE": "2000",
+        "DWH_BATCH_WAIT_MS": "200",
+    }
+    assert stg.ca_mount_path == str(ca_dir)
+    assert stg.ca_files == dict.fromkeys(
+        ("KAFKA_SSL_CA_LOCATION", "REDIS_SSL_CA_FILE", "PG_WAREHOUSE_SSLROOTCERT"), ca
+    )
+    assert stg.mounts == {"tmp": "/tmp", "ca": str(ca_dir)}
+    # The worker takes exactly this environment, and nothing in it is unverified.
+    settings = config.load("stg", stg.env)
+    assert settings.kafka.client_config() == {
+        "bootstrap.servers": "127.0.0.1:9094",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "dwh",
+        "sasl.password": "kafka-pw",
+        "ssl.ca.location": ca,
+    }
+    assert (settings.redis.ssl, settings.redis.ssl_ca_file) == (True, ca)
+    assert (settings.postgres.sslmode, settings.postgres.sslrootcert) == ("verify-full", ca)
+    assert config.insecure_connections(settings) == []
+    process = stg.process_env(DWH_HTTP_PORT="0")
+    assert process["DWH_HTTP_PORT"] == "0"
+    assert process["KAFKA_CONSUMER_PASSWORD"] == "kafka-pw"
+    assert "PATH" in process
+
+    cdm = rendered_env("cdm", values, pod_name="dwh-dwh-workers-cdm-5d8f9-x2k4q")
+    assert cdm.env["DWH_INSTANCE_ID"] == "dwh-dwh-workers-cdm-5d8f9-x2k4q"
+    assert "KAFKA_DESTINATION_TOPIC" not in cdm.env
+
+    migrate = rendered_env("migrate", values)  # the hook Job, with its hook Secret
+    assert migrate.args == ["python", "-m", "dwh_workers", "migrate"]
+    assert migrate.env == common
+    assert migrate.ca_mount_path == str(ca_dir)
+    assert config.insecure_connections(config.services(migrate.env)) == []
+
+
+def test_rendered_env_resolves_references_as_kubernetes_does(ca_dir: Path) -> None:
+    values = secure_local_values(ca_dir)
+    values["secret"] = {"existingSecret": "dwh-credentials"}
+    values["extraEnv"] = [
+        {"name": "BOOTSTRAP", "value": "$(KAFKA_HOST):$(KAFKA_PORT)"},
+        {"name": "LITERAL", "value": "$$(KAFKA_HOST) $(NOT_DEFINED) $(BOOTSTRAP) 100$"},
+        {
+            "name": "GROUP_AGAIN",
+            "valueFrom": {
+                "configMapKeyRef": {"name": "dwh-dwh-workers-stg", "key": "KAFKA_CONSUMER_GROUP"}
+            },
+        },
+        {
+            "name": "OPTIONAL_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": "absent", "key": "t", "optional": True}},
+        },
+        {"name": "EMPTY"},
+    ]
+    values["workers"] = {"stg": {"extraEnv": [{"name": "DWH_BATCH_SIZE", "value": "500"}]}}
+    credentials = {
+        "KAFKA_CONSUMER_USERNAME": "dwh",
+        "KAFKA_CONSUMER_PASSWORD": "kafka-pw",
+        "PG_WAREHOUSE_PASSWORD": "pg-pw",
+    }
+    env = rendered_env("stg", values, secrets={"dwh-credentials": credentials}).env
+    assert env["BOOTSTRAP"] == "127.0.0.1:9094"
+    assert env["LITERAL"] == "$(KAFKA_HOST) $(NOT_DEFINED) 127.0.0.1:9094 100$"
+    assert env["GROUP_AGAIN"] == "stg-service"
+    assert env["EMPTY"] == ""
+    assert "OPTIONAL_TOKEN" not in env
+    assert env["DWH_BATCH_SIZE"] == "500", "env wins over envFrom"
+    assert {name: env[name] for name in credentials} == credentials
+    assert "REDIS_PASSWORD" not in env, "optional in an existing Secret, and absent there"
+    with pytest.raises(UnresolvableEnv, match="'dwh-credentials' has no key"):
+        rendered_env("stg", values)
+    with pytest.raises(ChartError, match=r"kafka\.sslCaFile is required"):
+        rendered_env("stg", {})
+    with pytest.raises(ChartError, match="0 Deployments of component 'dds'"):
+        rendered_env("dds", {**secure_local_values(ca_dir), "workers": {"dds": {"enabled": False}}})
+
+
+def test_secret_string_data_is_merged_over_data() -> None:
+    secret = {
+        "kind": "Secret",
+        "metadata": {"name": "s"},
+        "data": {
+            "A": base64.b64encode(b"from data").decode(),
+            "B": base64.b64encode(b"b").decode(),
+        },
+        "stringData": {"A": "from stringData"},
+    }
+    assert objects_of([secret], {}, {})[("Secret", "s")] == {"A": "from stringData", "B": "b"}
 
 
 # --------------------------------------------------------------------------- compose

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from dwh_adapters.kafka.settings import GroupMembership
-from dwh_workers.config import ConfigError, load
+from dwh_workers import app
+from dwh_workers.config import ConfigError, insecure_connections, is_loopback, load, services
 
 
 def test_defaults_are_the_local_stack_and_the_layer_topics() -> None:
@@ -95,3 +100,224 @@ def test_the_session_timeout_reaches_the_consumer_with_a_heartbeat_a_third_of_it
     assert GroupMembership(None, 30_000).client_config()["heartbeat.interval.ms"] == 3000
     with pytest.raises(ConfigError, match="DWH_SESSION_TIMEOUT_MS=5000 is out of range"):
         load("stg", {"DWH_SESSION_TIMEOUT_MS": "5000"})
+
+
+# --------------------------------------------------------------------------- security
+
+
+@pytest.fixture
+def ca_file(tmp_path: Path) -> str:
+    path = tmp_path / "ca.crt"
+    path.write_text("-----BEGIN CERTIFICATE-----\n")
+    return str(path)
+
+
+def config_error(environ: dict[str, str]) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load("stg", environ)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+CREDENTIALS = {"KAFKA_CONSUMER_USERNAME": "dwh", "KAFKA_CONSUMER_PASSWORD": "pw"}
+
+
+@pytest.mark.parametrize("protocol", ["PLAINTEXT", "SSL"])
+@pytest.mark.parametrize(
+    "credentials",
+    [CREDENTIALS, {"KAFKA_CONSUMER_USERNAME": "dwh"}, {"KAFKA_CONSUMER_PASSWORD": "pw"}],
+    ids=["both", "user", "password"],
+)
+def test_kafka_credentials_a_protocol_without_sasl_would_drop_are_an_error(
+    protocol: str, credentials: dict[str, str]
+) -> None:
+    message = config_error({"KAFKA_SECURITY_PROTOCOL": protocol, **credentials})
+    assert message.startswith(f"KAFKA_SECURITY_PROTOCOL={protocol} would ignore ")
+    assert "KAFKA_CONSUMER_USERNAME and KAFKA_CONSUMER_PASSWORD" in message
+    assert "set KAFKA_SECURITY_PROTOCOL=SASL_SSL" in message
+
+
+def test_kafka_credentials_choose_sasl_ssl_unless_a_sasl_protocol_is_given() -> None:
+    assert load("stg", CREDENTIALS).kafka.security_protocol == "SASL_SSL"
+    explicit = load("stg", {**CREDENTIALS, "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT"})
+    assert explicit.kafka.client_config()["sasl.username"] == "dwh"
+    # A password alone asks for SASL too, and SASL then wants the user.
+    assert config_error({"KAFKA_CONSUMER_PASSWORD": "pw"}).startswith(
+        "KAFKA_SECURITY_PROTOCOL=SASL_SSL needs KAFKA_CONSUMER_USERNAME"
+    )
+
+
+@pytest.mark.parametrize("protocol", ["PLAINTEXT", "SASL_PLAINTEXT"])
+def test_a_kafka_ca_without_tls_is_an_error(protocol: str, ca_file: str) -> None:
+    environ = {"KAFKA_SECURITY_PROTOCOL": protocol, "KAFKA_SSL_CA_LOCATION": ca_file}
+    if protocol.startswith("SASL"):
+        environ |= CREDENTIALS
+    message = config_error(environ)
+    assert message.startswith(
+        f"KAFKA_SSL_CA_LOCATION is set but KAFKA_SECURITY_PROTOCOL={protocol} uses no TLS"
+    )
+    tls = {"KAFKA_SSL_CA_LOCATION": ca_file, "KAFKA_SECURITY_PROTOCOL": "SSL"}
+    assert load("stg", tls).kafka.client_config()["ssl.ca.location"] == ca_file
+    sasl_ssl = tls | CREDENTIALS | {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}
+    assert load("stg", sasl_ssl).kafka.ssl_ca_location == ca_file
+
+
+@pytest.mark.parametrize("ssl", [None, "false", "0"])
+def test_a_redis_ca_without_redis_ssl_is_an_error(ssl: str | None, ca_file: str) -> None:
+    environ = {"REDIS_SSL_CA_FILE": ca_file} | ({"REDIS_SSL": ssl} if ssl else {})
+    message = config_error(environ)
+    assert message.startswith("REDIS_SSL_CA_FILE is set but REDIS_SSL is false")
+    assert "set REDIS_SSL=true" in message
+    redis = load("stg", environ | {"REDIS_SSL": "true"}).redis
+    assert (redis.ssl, redis.ssl_ca_file) == (True, ca_file)
+
+
+@pytest.mark.parametrize("sslmode", ["disable", "allow", "prefer"])
+def test_a_postgres_root_cert_with_a_mode_that_may_skip_tls_is_an_error(
+    sslmode: str, ca_file: str
+) -> None:
+    message = config_error({"PG_WAREHOUSE_SSLMODE": sslmode, "PG_WAREHOUSE_SSLROOTCERT": ca_file})
+    assert message.startswith(
+        f"PG_WAREHOUSE_SSLROOTCERT is set but PG_WAREHOUSE_SSLMODE={sslmode} may connect "
+        "without TLS"
+    )
+    assert "set PG_WAREHOUSE_SSLMODE=verify-full" in message
+    # Without a root certificate those modes are the user's choice (and warned about).
+    assert load("stg", {"PG_WAREHOUSE_SSLMODE": sslmode}).postgres.sslmode == sslmode
+
+
+@pytest.mark.parametrize("sslmode", ["require", "verify-ca", "verify-full"])
+def test_a_postgres_root_cert_is_used_by_require_and_the_verifying_modes(
+    sslmode: str, ca_file: str
+) -> None:
+    # libpq checks the chain against the root certificate under require too.
+    postgres = load(
+        "stg", {"PG_WAREHOUSE_SSLMODE": sslmode, "PG_WAREHOUSE_SSLROOTCERT": ca_file}
+    ).postgres
+    assert (postgres.sslmode, postgres.sslrootcert) == (sslmode, ca_file)
+    assert f"sslrootcert={ca_file}" in postgres.conninfo()
+
+
+def test_a_postgres_root_cert_must_exist() -> None:
+    assert config_error({"PG_WAREHOUSE_SSLROOTCERT": "/no/such/ca.crt"}).startswith(
+        "PG_WAREHOUSE_SSLROOTCERT='/no/such/ca.crt': no such file"
+    )
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["localhost", "LOCALHOST.", "127.0.0.1", "127.8.9.10", "::1", "[::1]", "::ffff:127.0.0.1"],
+)
+def test_loopback_hosts(host: str) -> None:
+    assert is_loopback(host)
+
+
+@pytest.mark.parametrize(
+    "host", ["kafka", "10.0.0.1", "128.0.0.1", "::2", "localhost.example.net", "0.0.0.0"]
+)
+def test_other_hosts_are_not_loopback(host: str) -> None:
+    assert not is_loopback(host)
+
+
+REMOTE_PLAIN = {
+    "KAFKA_HOST": "kafka",
+    "REDIS_HOST": "redis.example.net",
+    "PG_WAREHOUSE_HOST": "10.1.2.3",
+}
+
+
+def test_local_defaults_and_verified_tls_are_not_insecure(ca_file: str) -> None:
+    assert insecure_connections(load("stg", {})) == []
+    assert insecure_connections(services({"PG_WAREHOUSE_SSLMODE": "disable"})) == []
+    secure = {
+        "KAFKA_HOST": "rc1a.example.net:9091,rc1b.example.net:9091",
+        **CREDENTIALS,
+        "KAFKA_SSL_CA_LOCATION": ca_file,
+        "REDIS_HOST": "redis.example.net",
+        "REDIS_PORT": "6380",
+        "REDIS_SSL": "true",
+        "PG_WAREHOUSE_HOST": "pg.example.net",
+        "PG_WAREHOUSE_SSLMODE": "verify-ca",
+    }
+    assert insecure_connections(load("cdm", secure)) == []
+    assert insecure_connections(services(secure | {"PG_WAREHOUSE_SSLMODE": "verify-full"})) == []
+
+
+def test_each_unverified_remote_connection_is_one_text() -> None:
+    assert insecure_connections(load("stg", REMOTE_PLAIN)) == [
+        "Kafka kafka over PLAINTEXT, without TLS",
+        "Redis redis.example.net:6379 without TLS",
+        "PostgreSQL 10.1.2.3 with sslmode=prefer, the server not verified",
+    ]
+    sasl = load(
+        "stg",
+        {
+            "KAFKA_HOST": "127.0.0.1:9092,broker-2:9092,[::1]:9093",
+            **CREDENTIALS,
+            "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        },
+    )
+    assert insecure_connections(sasl) == ["Kafka broker-2 over SASL_PLAINTEXT, without TLS"]
+
+
+def test_postgres_require_is_named_with_what_it_checks(ca_file: str) -> None:
+    remote = {"PG_WAREHOUSE_HOST": "pg.example.net", "PG_WAREHOUSE_SSLMODE": "require"}
+    assert insecure_connections(services(remote)) == [
+        "PostgreSQL pg.example.net with sslmode=require, the server not verified"
+    ]
+    with_ca = services(remote | {"PG_WAREHOUSE_SSLROOTCERT": ca_file})
+    assert insecure_connections(with_ca) == [
+        "PostgreSQL pg.example.net with sslmode=require, the CA checked, not the host name"
+    ]
+    socket_dir = services({"PG_WAREHOUSE_HOST": "/var/run/postgresql"})
+    assert insecure_connections(socket_dir) == []
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def _start_until_the_container(monkeypatch: pytest.MonkeyPatch, environ: dict[str, str]) -> None:
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DWH_LOG_FORMAT", "text")
+
+    def stop(**_: object) -> None:
+        raise _Stop
+
+    monkeypatch.setattr(app, "CONTAINERS", {"stg": stop})
+    with pytest.raises(_Stop):
+        app.main("stg")
+
+
+@pytest.mark.usefixtures("restored_logging")
+def test_a_worker_warns_once_at_start_about_unverified_remote_connections(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _start_until_the_container(monkeypatch, REMOTE_PLAIN)
+    lines = capsys.readouterr().err.splitlines()
+    (warning,) = [line for line in lines if "WARNING" in line]
+    assert "connections without verified TLS to a remote host: " in warning
+    assert "Kafka kafka over PLAINTEXT" in warning
+    assert "Redis redis.example.net:6379 without TLS" in warning
+    assert "PostgreSQL 10.1.2.3 with sslmode=prefer" in warning
+
+
+@pytest.mark.usefixtures("restored_logging")
+def test_a_worker_on_the_local_stack_does_not_warn(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in (*REMOTE_PLAIN, "KAFKA_SECURITY_PROTOCOL", "REDIS_SSL", "PG_WAREHOUSE_SSLMODE"):
+        monkeypatch.delenv(name, raising=False)
+    _start_until_the_container(monkeypatch, {"KAFKA_HOST": "localhost"})
+    assert "WARNING" not in capsys.readouterr().err
