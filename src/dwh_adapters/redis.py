@@ -100,7 +100,50 @@ class RedisProbe(_RedisClient):
     to tell (measured)."""
 
     def check(self) -> None:
-        """Raise unless Redis answers."""
+        """Raise unless Redis answers; :class:`RedisUnreachable` when the cause is one a
+        setting can fix."""
         if self._redis is None:
             self._client().set_retry(Retry(NoBackoff(), 0))
-        self._client().ping()
+        try:
+            self._client().ping()
+        except redis.RedisError as exc:
+            why = explain(self._settings, exc)
+            if why is None:
+                raise
+            raise RedisUnreachable(f"{self._settings.describe()}: {why}") from exc
+
+
+class RedisUnreachable(redis.ConnectionError):
+    """Redis refused us for a reason a setting can fix; ``str()`` names it."""
+
+
+def explain(settings: RedisSettings, exc: BaseException) -> str | None:
+    """What to fix when ``exc`` comes from a wrong password, CA or TLS setting; None for
+    other errors (a server that is down says so itself)."""
+    text = str(exc)
+    if isinstance(exc, redis.AuthenticationError) and "invalid" in text:
+        return "authentication failed: the server refused REDIS_PASSWORD"
+    if isinstance(exc, redis.AuthenticationError) or "NOAUTH" in text:
+        return "the server requires a password: set REDIS_PASSWORD"
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        trusted = (
+            f"the CA in REDIS_SSL_CA_FILE={settings.ssl_ca_file}"
+            if settings.ssl_ca_file
+            else "the system's CAs (REDIS_SSL_CA_FILE is not set)"
+        )
+        return (
+            f"its TLS certificate could not be verified with {trusted}; point "
+            "REDIS_SSL_CA_FILE at the CA that signed it (and check that the certificate "
+            "holds the host name in REDIS_HOST)"
+        )
+    if not settings.ssl and ("reset by peer" in text or "Connection closed by server" in text):
+        return (
+            "the server closed the connection at once: the port probably expects TLS "
+            "(set REDIS_SSL=true and REDIS_SSL_CA_FILE)"
+        )
+    if settings.ssl and isinstance(exc, redis.TimeoutError):
+        return (
+            f"no answer to the TLS handshake within {_TIMEOUT_S:g}s: the port may speak "
+            "plaintext (check REDIS_PORT and REDIS_SSL)"
+        )
+    return None

@@ -38,6 +38,7 @@ def _wait_for_schema(settings: config.Settings, metrics: Metrics, stopping: Even
     def warn(state: RetryCallState) -> None:
         metrics.tick()
         error = state.outcome.exception() if state.outcome else None
+        metrics.reasons = {"postgres": f"{type(error).__name__}: {error}"}
         log.warning(
             "waiting for PostgreSQL",
             extra={"at": settings.postgres.describe(), "error": str(error)},

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
 from dwh_adapters.kafka import KafkaSettings
+from dwh_adapters.redis import explain as redis_explain
 from dwh_core.messages import dead_letter_topic
 from dwh_workers import config
 
@@ -28,16 +29,14 @@ KAFKA_TIMEOUT_S = 8.0
 def _kafka() -> KafkaSettings:
     """The Kafka settings, once the cluster has answered."""
     from dwh_adapters.kafka import wait_for_broker
+    from dwh_adapters.kafka.trouble import KafkaUnreachable
     from dwh_workers.operations import OperatorError
 
     kafka = config.services().kafka
     try:
         wait_for_broker(kafka, timeout=KAFKA_TIMEOUT_S)
-    except TimeoutError as exc:
-        raise OperatorError(
-            f"Kafka at {kafka.describe()} did not answer within {KAFKA_TIMEOUT_S:g}s "
-            f"({_kafka_text(exc.__cause__ or exc)}); is it up? (scripts/stack status)"
-        ) from exc
+    except KafkaUnreachable as exc:
+        raise OperatorError(f"Kafka at {kafka.describe()}: {exc}") from exc
     return kafka
 
 
@@ -503,8 +502,10 @@ def describe_error(exc: BaseException) -> str:
         where = f" at {services.postgres.describe()}" if services else ""
         return f"PostgreSQL{where}: {_first_line(exc).removeprefix('connection failed: ')}"
     if dependency == "redis":
-        where = f" at {services.redis.describe()}" if services else ""
-        return f"Redis{where}: {text}"
+        if services is None:
+            return f"Redis: {text}"
+        why = redis_explain(services.redis, exc)
+        return f"Redis at {services.redis.describe()}: {why or text}"
     if dependency == "kafka":
         where = f" at {services.kafka.describe()}" if services else ""
         return f"Kafka{where}: {_kafka_text(exc)}"

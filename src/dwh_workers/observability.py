@@ -39,6 +39,8 @@ class Metrics:
         self._duration_sum = 0.0
         self._duration_count = 0
         self.ready = False
+        # Why it is not ready: dependency -> one line (replaced whole, never mutated).
+        self.reasons: dict[str, str] = {}
         self.last_tick = time.monotonic()
 
     def count(self, name: str, value: float = 1, **labels: str) -> None:
@@ -100,8 +102,11 @@ def serve(metrics: Metrics, port: int) -> ThreadingHTTPServer:
                 alive = metrics.alive()
                 self._reply(200 if alive else 503, "alive\n" if alive else "stalled\n")
             elif path == "/readyz":
-                ready = metrics.ready
-                self._reply(200 if ready else 503, "ready\n" if ready else "not ready\n")
+                if metrics.ready:
+                    self._reply(200, "ready\n")
+                else:
+                    reasons = "".join(f"{k}: {v}\n" for k, v in sorted(metrics.reasons.items()))
+                    self._reply(503, f"not ready\n{reasons}")
             elif path == "/metrics":
                 self._reply(200, metrics.render())
             else:

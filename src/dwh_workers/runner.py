@@ -115,7 +115,7 @@ class Worker:
         self._stopping = threading.Event()
         self._last_lag = 0.0
         self._last_probe = float("-inf")
-        self._unreachable: set[str] = set()
+        self._unreachable: dict[str, str] = {}  # dependency -> why, as last logged
 
     def stop(self) -> None:
         """Ask the loop to end after the current batch. Idempotent; signal-safe."""
@@ -214,19 +214,22 @@ class Worker:
         self._metrics.count(
             "dwh_dependency_errors_total", dependency=name, error=type(exc).__name__
         )
-        if name not in self._unreachable:
+        why = f"{type(exc).__name__}: {exc}"
+        if self._unreachable.get(name) != why:  # logged once, and again when it says more
             log.warning(
                 "a dependency is unreachable; not ready until it answers",
-                extra={"dependency": name, "error": f"{type(exc).__name__}: {exc}"},
+                extra={"dependency": name, "error": why},
             )
-        self._unreachable.add(name)
+        self._unreachable[name] = why
         self._metrics.ready = False
+        self._metrics.reasons = dict(self._unreachable)
 
     def _reachable(self, names: set[str]) -> None:
-        for name in sorted(names & self._unreachable):
+        for name in sorted(names & self._unreachable.keys()):
             log.info("a dependency answers again", extra={"dependency": name})
-        self._unreachable -= names
+            del self._unreachable[name]
         self._metrics.ready = not self._unreachable
+        self._metrics.reasons = dict(self._unreachable)
 
     def _not_ready(self, state: RetryCallState) -> None:
         self._metrics.ready = False

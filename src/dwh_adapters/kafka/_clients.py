@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from dwh_adapters.kafka import trouble
 from dwh_adapters.kafka.settings import KafkaSettings
 
 log = logging.getLogger("dwh_adapters.kafka")
@@ -35,17 +36,46 @@ _COORDINATOR_NOT_READY = frozenset(
 T = TypeVar("T")
 
 
-def log_client_error(error: KafkaError) -> None:
-    """Client-wide errors (all brokers down, authentication failed): librdkafka keeps
-    retrying on its own, and the calls that need the broker fail or time out."""
-    log.warning("kafka client error: %s", error, extra={"fatal": error.fatal()})
+class _ClientEvents:
+    """The error callback and logger of the clients with one set of settings.
+
+    Client-wide errors (all brokers down, authentication failed): librdkafka keeps
+    retrying on its own, and the calls that need the broker fail or time out. Each error
+    is recorded for :func:`trouble.cause`; it is logged, explained, once a minute at most,
+    not at every retry. librdkafka's own lines of failed connections (``FAIL``), which the
+    error events explain, are logged at DEBUG."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._settings = settings
+        self._logged: dict[str, float] = {}  # explained text -> when last logged
+
+    def error(self, error: KafkaError) -> None:
+        trouble.record_error(self._settings, error)
+        text = trouble.explain(self._settings, str(error.str()))
+        now = time.monotonic()
+        if now - self._logged.get(text, float("-inf")) > trouble.RECENT_S:
+            self._logged[text] = now
+            log.warning(
+                "kafka client error: %s",
+                text,
+                extra={"code": error.name(), "fatal": error.fatal()},
+            )
+
+    def log(self, level: int, message: str, *args: object) -> None:
+        """confluent-kafka's logger interface: ``(level, "%s [%s] %s", facility,
+        client, text)``."""
+        if len(args) == 3 and args[0] == "FAIL":
+            trouble.record_log(self._settings, "FAIL", str(args[2]))
+            level = logging.DEBUG
+        _librdkafka_log.log(level, message, *args)
 
 
 def _config(settings: KafkaSettings, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    events = _ClientEvents(settings)
     return {
         **settings.client_config(),
-        "error_cb": log_client_error,
-        "logger": _librdkafka_log,
+        "error_cb": events.error,
+        "logger": events,
         **overrides,
     }
 

@@ -21,6 +21,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not re-expo
     NewTopic,
 )
 
+from dwh_adapters.kafka import trouble
 from dwh_adapters.kafka._clients import (
     REQUEST_TIMEOUT_S,
     committed,
@@ -31,6 +32,7 @@ from dwh_adapters.kafka._clients import (
     watermarks,
 )
 from dwh_adapters.kafka.settings import KafkaSettings
+from dwh_adapters.kafka.trouble import KafkaUnreachable
 from dwh_core.messages import source_of_dead_letters
 
 _LOOKUP_GROUP = "dwh-admin"  # asked nothing but metadata and watermarks; never joins
@@ -224,18 +226,28 @@ def _topic_watermarks(settings: KafkaSettings, topic: str) -> dict[int, tuple[in
 
 
 def wait_for_broker(settings: KafkaSettings, timeout: float) -> None:
-    """Return once the cluster answers a metadata request; ``TimeoutError`` otherwise."""
+    """Return once the cluster answers a metadata request. Otherwise
+    :class:`KafkaUnreachable`: at once when the client learned why it cannot connect (a
+    refused password, an unverified certificate: waiting would not help), else after
+    ``timeout`` seconds."""
     admin = new_admin(settings)
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     while True:
         remaining = deadline - time.monotonic()
         try:
             admin.list_topics(timeout=max(min(remaining, 5.0), 0.1))
             return
         except KafkaException as exc:
+            admin.poll(0)  # serves the error callback, which records why
+            why = trouble.cause(settings, within_s=time.monotonic() - started)
+            if why is not None:
+                raise KafkaUnreachable(why) from exc
             if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"Kafka ({settings.describe()}) did not answer within {timeout:g}s: {exc}"
+                error = exc.args[0] if exc.args else exc
+                detail = error.str() if isinstance(error, KafkaError) else str(error)
+                raise KafkaUnreachable(
+                    f"no answer within {timeout:g}s ({detail}); is it up?"
                 ) from exc
 
 

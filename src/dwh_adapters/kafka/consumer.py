@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from dwh_adapters.kafka import trouble
 from dwh_adapters.kafka._clients import (
     NO_OFFSET,
     committed,
@@ -16,6 +17,7 @@ from dwh_adapters.kafka._clients import (
     next_offsets,
 )
 from dwh_adapters.kafka.settings import GroupMembership, KafkaSettings
+from dwh_adapters.kafka.trouble import KafkaUnreachable
 from dwh_adapters.lifecycle import Closeable
 from dwh_core.messages import InMessage
 
@@ -118,8 +120,15 @@ class KafkaBatchConsumer(Closeable):
     def check(self) -> None:
         """Raise :class:`KafkaException` unless a broker answers a metadata request for
         the topic within ``PROBE_TIMEOUT_S``: the client's own retries hide an outage
-        from :meth:`consume`, which just returns nothing."""
-        self._client().list_topics(self._topic, timeout=PROBE_TIMEOUT_S)
+        from :meth:`consume`, which just returns nothing. When the client learned why it
+        cannot connect, :class:`KafkaUnreachable` says so."""
+        try:
+            self._client().list_topics(self._topic, timeout=PROBE_TIMEOUT_S)
+        except KafkaException as exc:
+            why = trouble.cause(self._settings)
+            if why is None:
+                raise
+            raise KafkaUnreachable(f"{self._settings.describe()}: {why}") from exc
 
     def commit(self, messages: Sequence[InMessage]) -> None:
         """Commit, synchronously, the offset after the last of these messages in each of
