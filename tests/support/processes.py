@@ -68,9 +68,13 @@ class Topology:
         topics = [self.topic(layer) for layer in LAYERS]
         return topics + [f"{topic}-dlq" for topic in topics]
 
-    def env(self, layer: str, **extra: str) -> dict[str, str]:
+    def env(
+        self, layer: str, base: Mapping[str, str] | None = None, **extra: str
+    ) -> dict[str, str]:
+        """The worker's environment: ``base`` (this process's by default) with the
+        layer's topics, group and database of this topology."""
         env = {
-            **os.environ,
+            **(os.environ if base is None else base),
             "KAFKA_SOURCE_TOPIC": self.topic(layer),
             "KAFKA_CONSUMER_GROUP": self.group(layer),
             "DWH_HTTP_PORT": "0",
@@ -131,16 +135,18 @@ def start_worker(
     layer: str,
     extra_env: Mapping[str, str] | None = None,
     replica: int = 0,
+    base_env: Mapping[str, str] | None = None,
 ) -> WorkerProcess:
     """A worker of ``layer`` as replica number ``replica`` (its ``DWH_INSTANCE_ID``,
-    unless ``extra_env`` names one)."""
+    unless ``extra_env`` names one), in ``base_env`` (this process's environment by
+    default)."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"{topology.suffix}-{layer}-{uuid.uuid4().hex[:6]}.log"
     env = {"DWH_INSTANCE_ID": topology.instance_id(layer, replica), **(extra_env or {})}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", f"dwh_workers.{layer}"],
-            env=topology.env(layer, **env),
+            env=topology.env(layer, base_env, **env),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -153,17 +159,21 @@ def running(
     replicas: int = 1,
     extra_env: Mapping[str, str] | None = None,
     http_ports: Mapping[str, int] | None = None,
+    base_env: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Iterator[dict[str, list[WorkerProcess]]]:
     """All three layers' workers, ``replicas`` of each (serving HTTP on ``http_ports``
-    per layer, if given, for one replica); terminated (SIGTERM) at the end, and each
-    must exit 0."""
+    per layer, if given, for one replica), in ``base_env`` of their layer if given (else
+    this process's environment); terminated (SIGTERM) at the end, and each must exit 0."""
 
     def env(layer: str) -> dict[str, str]:
         port = (http_ports or {}).get(layer)
         return {**(extra_env or {}), **({"DWH_HTTP_PORT": str(port)} if port else {})}
 
     workers = {
-        layer: [start_worker(topology, layer, env(layer), replica) for replica in range(replicas)]
+        layer: [
+            start_worker(topology, layer, env(layer), replica, (base_env or {}).get(layer))
+            for replica in range(replicas)
+        ]
         for layer in LAYERS
     }
     try:
