@@ -64,10 +64,13 @@ def dwh_command(
     )
 
 
-def chart_values(settings: Mapping[str, str], dbname: str) -> dict[str, Any]:
+def chart_values(
+    settings: Mapping[str, str], dbname: str, ca_mount: str | None = None
+) -> dict[str, Any]:
     """The Helm chart's values for a release against the secure stack: its hosts and
-    ports, its CA file mounted (as a Kubernetes Secret would be) from the folder the
-    stack keeps it in, its credentials in the chart-created Secret."""
+    ports, its CA file mounted (as a Kubernetes Secret would be) at ``ca_mount`` (by
+    default the folder the stack keeps it in), its credentials in the chart-created
+    Secret."""
     ca = Path(settings["KAFKA_SSL_CA_LOCATION"])
     return {
         "kafka": {
@@ -87,7 +90,7 @@ def chart_values(settings: Mapping[str, str], dbname: str) -> dict[str, Any]:
             "user": settings["PG_WAREHOUSE_USER"],
             "sslRootCertFile": Path(settings["PG_WAREHOUSE_SSLROOTCERT"]).name,
         },
-        "caBundle": {"secretName": "dwh-ca", "mountPath": str(ca.parent)},
+        "caBundle": {"secretName": "dwh-ca", "mountPath": ca_mount or str(ca.parent)},
         "secret": {
             "kafkaConsumerUsername": settings["KAFKA_CONSUMER_USERNAME"],
             "kafkaConsumerPassword": settings["KAFKA_CONSUMER_PASSWORD"],
@@ -97,8 +100,10 @@ def chart_values(settings: Mapping[str, str], dbname: str) -> dict[str, Any]:
     }
 
 
-def chart_envs(settings: Mapping[str, str], dbname: str) -> dict[str, dict[str, str]]:
+def chart_envs(
+    settings: Mapping[str, str], dbname: str, ca_mount: str | None = None
+) -> dict[str, dict[str, str]]:
     """The environment the chart renders for each worker's Deployment and for the
     migration Job (``migrate``), resolved as Kubernetes would."""
-    values = chart_values(settings, dbname)
+    values = chart_values(settings, dbname, ca_mount)
     return {name: rendered_env(name, values).env for name in (*LAYERS, "migrate")}
