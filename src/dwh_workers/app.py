@@ -39,6 +39,9 @@ def _wait_for_schema(settings: config.Settings, metrics: Metrics, stopping: Even
         metrics.tick()
         error = state.outcome.exception() if state.outcome else None
         metrics.reasons = {"postgres": f"{type(error).__name__}: {error}"}
+        metrics.count(
+            "dwh_dependency_errors_total", dependency="postgres", error=type(error).__name__
+        )
         log.warning(
             "waiting for PostgreSQL",
             extra={"at": settings.postgres.describe(), "error": str(error)},

@@ -2,7 +2,8 @@
 the secure stack: a wrong password, a missing or wrong CA, a plaintext client on a TLS
 port, the wrong SCRAM mechanism, a host name the certificate does not hold. Each is one
 line naming the service and the cause: ``dwh`` exits 1 with it, and a worker reports not
-ready with it on /readyz and in its log. No password shows anywhere, right or wrong."""
+ready with it on /readyz and in its log. No password shows anywhere, right or wrong: not in
+an output, a log line, a readiness answer or a metric."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ import pytest
 from attrs import frozen
 
 from dwh_adapters.kafka import delete_topics, ensure_topics
+from dwh_adapters.postgres.settings import PgSettings
 from dwh_workers import config
+from tests.support.databases import fresh_database
 from tests.support.processes import (
     Topology,
     WorkerProcess,
@@ -208,10 +211,19 @@ class Started:
 
 
 @pytest.fixture(scope="module")
-def workers(settings: dict[str, str], other_ca: Path) -> Iterator[dict[str, Started]]:
+def warehouse(settings: dict[str, str]) -> Iterator[PgSettings]:
+    with fresh_database(config.services(settings).postgres) as database:
+        yield database
+
+
+@pytest.fixture(scope="module")
+def workers(
+    settings: dict[str, str], other_ca: Path, warehouse: PgSettings
+) -> Iterator[dict[str, Started]]:
     """A STG worker per mistake, all started at once (each waits seconds for its
-    verdict); stopped with SIGTERM at the end, each must exit 0."""
-    topology = Topology()
+    verdict), on a migrated database of their own; stopped with SIGTERM at the end, each
+    must exit 0."""
+    topology = Topology(dbname=warehouse.dbname)
     kafka = config.services(settings).kafka
     ensure_topics(kafka, topology.all_topics(), partitions=1)
     started: dict[str, Started] = {}
@@ -236,6 +248,8 @@ def test_a_worker_is_not_ready_and_says_which_service_refused_and_why(
     answer: list[str] = []
 
     def says_why() -> bool:
+        code = started.worker.process.poll()
+        assert code is None, f"the worker exited with {code}: {started.worker.log_path}"
         status, body = http_get(started.port, "/readyz")
         answer[:] = [f"{status} {body}"]
         return status == 503 and mistake.cause in body
@@ -253,4 +267,6 @@ def test_a_worker_is_not_ready_and_says_which_service_refused_and_why(
     ]
     assert any(mistake.cause in warning for warning in warnings), warnings
     assert "Traceback" not in log
-    assert_no_secret(log + answer[0], settings)
+    metrics = http_get(started.port, "/metrics")[1]
+    assert f'dependency="{mistake.dependency}"' in metrics
+    assert_no_secret(log + answer[0] + metrics, settings)
