@@ -101,26 +101,9 @@ secure_redis_ready() {
 
 # secure_kafka_ready: the broker answers a metadata request over SASL_SSL as the client user.
 secure_kafka_ready() {
-  port_open "$SECURE_KAFKA_PORT" || return 1
-  if ! { [[ -x $VENV_PY ]] && "$VENV_PY" -c 'import confluent_kafka' 2>/dev/null; }; then
-    # Without the project's environment: the TLS handshake alone.
-    timeout 5 openssl s_client -connect "$HOST:$SECURE_KAFKA_PORT" -CAfile "$SECURE_CA_DIR/ca.crt" \
-      -verify_return_error </dev/null >/dev/null 2>&1
-    return
-  fi
-  SASL_PASSWORD=$SECURE_KAFKA_PASSWORD timeout 15 "$VENV_PY" - "$HOST:$SECURE_KAFKA_PORT" \
-    "$SECURE_KAFKA_USER" "$SECURE_CA_DIR/ca.crt" 2>/dev/null <<'PY'
-import os, sys
-from confluent_kafka.admin import AdminClient
-
-admin = AdminClient({
-    "bootstrap.servers": sys.argv[1], "log_level": 0, "socket.timeout.ms": 3000,
-    "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
-    "sasl.username": sys.argv[2], "sasl.password": os.environ["SASL_PASSWORD"],
-    "ssl.ca.location": sys.argv[3],
-})
-sys.exit(0 if admin.list_topics(timeout=4).brokers else 1)
-PY
+  port_open "$SECURE_KAFKA_PORT" &&
+    PROBE_PASSWORD=$SECURE_KAFKA_PASSWORD probe_kafka "$SECURE_KAFKA_PORT" "$SECURE_KAFKA_USER" \
+      "$SECURE_CA_DIR/ca.crt"
 }
 
 # ---------------------------------------------------------------------------------- PostgreSQL
@@ -220,16 +203,14 @@ write_secure_kafka_config() {
   mkdir -p "$SECURE_KAFKA_CONF" "$SECURE_KAFKA_DATA" "$SECURE_KAFKA_LOG_DIR"
   (
     umask 077
-    cat >"$SECURE_KAFKA_CONF/server.properties" <<EOF
-# written by scripts/stack --secure: one KRaft node; clients and the broker itself on SASL_SSL
-# with SCRAM-SHA-512, the controller on loopback in plaintext
-process.roles=broker,controller
-node.id=1
+    {
+      cat <<EOF
+# written by scripts/stack --secure: clients and the broker itself on SASL_SSL with
+# SCRAM-SHA-512, the controller on loopback in plaintext
 controller.quorum.voters=1@$HOST:$SECURE_KAFKA_CONTROLLER_PORT
 listeners=SASL_SSL://$HOST:$SECURE_KAFKA_PORT,CONTROLLER://$HOST:$SECURE_KAFKA_CONTROLLER_PORT
 advertised.listeners=SASL_SSL://$HOST:$SECURE_KAFKA_PORT
 inter.broker.listener.name=SASL_SSL
-controller.listener.names=CONTROLLER
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
 sasl.enabled.mechanisms=SCRAM-SHA-512
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
@@ -240,50 +221,24 @@ ssl.keystore.password=$SECURE_KEYSTORE_PASSWORD
 ssl.truststore.type=PEM
 ssl.truststore.location=$SECURE_CA_DIR/ca.crt
 ssl.endpoint.identification.algorithm=https
-log.dirs=$SECURE_KAFKA_DATA
-num.partitions=3
-default.replication.factor=1
-min.insync.replicas=1
-auto.create.topics.enable=true
-delete.topic.enable=true
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-group.initial.rebalance.delay.ms=0
-num.network.threads=2
-num.io.threads=4
 EOF
+      kafka_node_properties "$SECURE_KAFKA_DATA"
+    } >"$SECURE_KAFKA_CONF/server.properties"
   )
   sed "s|$KAFKA_LOG_DIR|$SECURE_KAFKA_LOG_DIR|g; s|$KAFKA_LOG|$SECURE_KAFKA_LOG|g" \
     "$KAFKA_CONF/log4j2.xml" >"$SECURE_KAFKA_CONF/log4j2.xml"
 }
 
 start_secure_kafka() {
-  local pid heap cluster_id
-  read -r -a heap <<<"$KAFKA_HEAP"
+  local pid
   ensure_kafka_jars
   write_kafka_config # for its log4j2.xml
   write_secure_kafka_config
-  if [[ ! -f $SECURE_KAFKA_DATA/meta.properties ]]; then
-    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
-    say "formatting Kafka (SASL_SSL) storage with SCRAM-SHA-512 users $SECURE_KAFKA_ADMIN and $SECURE_KAFKA_USER"
-    kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$SECURE_KAFKA_CONF/server.properties" \
-      --add-scram "SCRAM-SHA-512=[name=$SECURE_KAFKA_ADMIN,password=$SECURE_KAFKA_ADMIN_PASSWORD]" \
-      --add-scram "SCRAM-SHA-512=[name=$SECURE_KAFKA_USER,password=$SECURE_KAFKA_PASSWORD]" \
-      >"$SECURE_KAFKA_LOG_DIR/format.log" 2>&1 ||
-      fail_service "Kafka (SASL_SSL)" "storage format failed" "$SECURE_KAFKA_LOG_DIR/format.log"
-  fi
+  format_kafka_storage "$SECURE_KAFKA_CONF" "$SECURE_KAFKA_DATA" "$SECURE_KAFKA_LOG_DIR" \
+    --add-scram "SCRAM-SHA-512=[name=$SECURE_KAFKA_ADMIN,password=$SECURE_KAFKA_ADMIN_PASSWORD]" \
+    --add-scram "SCRAM-SHA-512=[name=$SECURE_KAFKA_USER,password=$SECURE_KAFKA_PASSWORD]"
   say "starting Kafka (SASL_SSL) on $HOST:$SECURE_KAFKA_PORT, controller $SECURE_KAFKA_CONTROLLER_PORT (log: $SECURE_KAFKA_LOG)"
-  rm -f "$RUN_DIR/secure-kafka.pid"
-  # shellcheck disable=SC2016  # expanded by the inner shell
-  setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$RUN_DIR/secure-kafka.pid" \
-    java "${heap[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
-    -Dlog4j2.configurationFile="$SECURE_KAFKA_CONF/log4j2.xml" -Dkafka.logs.dir="$SECURE_KAFKA_LOG_DIR" \
-    -Djava.awt.headless=true -cp "$KAFKA_LIBS/*" kafka.Kafka "$SECURE_KAFKA_CONF/server.properties" \
-    </dev/null >>"$SECURE_KAFKA_STDOUT" 2>&1 9>&- &
-  wait_ready "Kafka (SASL_SSL)" "" "$SECURE_KAFKA_STDOUT" test -s "$RUN_DIR/secure-kafka.pid"
+  launch_kafka secure-kafka "$SECURE_KAFKA_CONF" "$SECURE_KAFKA_LOG_DIR" "$SECURE_KAFKA_STDOUT"
   pid=$(<"$RUN_DIR/secure-kafka.pid")
   wait_ready "Kafka (SASL_SSL)" "$pid" "$SECURE_KAFKA_LOG" secure_kafka_ready
   say "Kafka (SASL_SSL) ready (pid $pid)"

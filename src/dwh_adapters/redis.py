@@ -42,6 +42,8 @@ class RedisSettings:
             password=self.password,
             ssl=self.ssl,
             ssl_ca_certs=self.ssl_ca_file,
+            # The default since redis-py 6; said here so that an older one checks it too.
+            ssl_check_hostname=self.ssl,
             socket_timeout=_TIMEOUT_S,
             socket_connect_timeout=_TIMEOUT_S,
         )

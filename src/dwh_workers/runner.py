@@ -191,7 +191,7 @@ class Worker:
             value = retrying(action)
         except RetryError:
             raise Abandoned from None
-        self._metrics.ready = not self._unreachable
+        self._readiness(self._unreachable)
         return value
 
     def _probe(self) -> None:
@@ -221,30 +221,33 @@ class Worker:
                 extra={"dependency": name, "error": why},
             )
         self._unreachable[name] = why
-        self._metrics.ready = False
-        self._metrics.reasons = dict(self._unreachable)
+        self._readiness(self._unreachable)
 
     def _reachable(self, names: set[str]) -> None:
         for name in sorted(names & self._unreachable.keys()):
             log.info("a dependency answers again", extra={"dependency": name})
             del self._unreachable[name]
-        self._metrics.ready = not self._unreachable
-        self._metrics.reasons = dict(self._unreachable)
+        self._readiness(self._unreachable)
+
+    def _readiness(self, failing: Mapping[str, str]) -> None:
+        """Ready unless a dependency fails; ``/readyz`` says which and why."""
+        self._metrics.reasons = dict(failing)
+        self._metrics.ready = not failing
 
     def _not_ready(self, state: RetryCallState) -> None:
-        self._metrics.ready = False
         self._metrics.tick()
         error = state.outcome.exception() if state.outcome else None
+        dependency = dependency_of(error) if error else "other"
+        why = f"{type(error).__name__}: {error}"
+        self._readiness({**self._unreachable, dependency: why})
         self._metrics.count(
-            "dwh_dependency_errors_total",
-            dependency=dependency_of(error) if error else "other",
-            error=type(error).__name__,
+            "dwh_dependency_errors_total", dependency=dependency, error=type(error).__name__
         )
         log.warning(
             "a dependency failed; retrying",
             extra={
                 "attempt": state.attempt_number,
-                "error": f"{type(error).__name__}: {error}",
+                "error": why,
                 "retry_in_s": round(state.upcoming_sleep, 2),
             },
         )

@@ -50,13 +50,12 @@ from dwh_workers import config
 from dwh_workers.feed import Feed
 from dwh_workers.sample import Dictionaries, dictionary_entries, sample_dictionaries
 from tests.support.builders import order, restaurant, to_bytes
-from tests.support.cli import dwh
+from tests.support.cli import dwh, dwh_command
 from tests.support.processes import Topology, running, wait_for
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-DWH = str(ROOT / ".venv" / "bin" / "dwh") if (ROOT / ".venv/bin/dwh").exists() else "dwh"
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 DEADLINE_S = 60.0
 
@@ -67,14 +66,7 @@ def unique(prefix: str) -> str:
 
 def dwh_process(*argv: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Run the installed ``dwh`` as a subprocess, with ``env`` added to the environment."""
-    return subprocess.run(
-        [DWH, *argv],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return dwh_command(*argv, env={**os.environ, **env})
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from attrs import frozen
 from dwh_adapters.kafka import delete_topics, ensure_topics
 from dwh_adapters.postgres.settings import PgSettings
 from dwh_workers import config
+from tests.support.cli import dwh_command
 from tests.support.databases import fresh_database
 from tests.support.processes import (
     Topology,
@@ -28,7 +29,7 @@ from tests.support.processes import (
     start_worker,
     wait_for,
 )
-from tests.support.secure import dwh_command, process_env, secrets, secure_env
+from tests.support.secure import process_env, secrets, secure_env
 
 pytestmark = pytest.mark.integration
 

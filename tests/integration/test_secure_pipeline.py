@@ -22,10 +22,11 @@ from dwh_adapters.postgres.marts import PostgresMarts
 from dwh_adapters.postgres.settings import PgSettings
 from dwh_workers import config
 from dwh_workers.sample import OrderGenerator, sample_dictionaries
+from tests.support.cli import dwh_command
 from tests.support.databases import fresh_database
 from tests.support.oracle import expected_marts
 from tests.support.processes import LAYERS, Topology, produce, running, wait_for
-from tests.support.secure import chart_envs, dwh_command, process_env, secrets, secure_env
+from tests.support.secure import chart_envs, process_env, secrets, secure_env
 
 pytestmark = pytest.mark.integration
 

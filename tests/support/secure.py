@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -48,20 +47,6 @@ def process_env(settings: Mapping[str, str]) -> dict[str, str]:
 def secrets(settings: Mapping[str, str]) -> list[str]:
     """The passwords in ``settings``."""
     return [settings[name] for name in SECRET_NAMES if settings.get(name)]
-
-
-def dwh_command(
-    *argv: str, env: Mapping[str, str], timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    """The installed ``dwh`` as a subprocess in ``env`` (exactly: nothing is added)."""
-    return subprocess.run(
-        [str(Path(sys.executable).with_name("dwh")), *argv],
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def chart_values(

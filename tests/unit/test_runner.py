@@ -97,6 +97,32 @@ def test_a_transient_failure_is_retried_until_the_batch_succeeds() -> None:
     assert "dwh_dependency_errors_total" in metrics.render()
 
 
+class ReasonsSeen(FlakyService):
+    """Records what /readyz would list at each attempt of a batch."""
+
+    def __init__(self, metrics: Metrics, outages: int) -> None:
+        super().__init__(outages)
+        self.metrics = metrics
+        self.reasons: list[dict[str, str]] = []
+
+    def handle(self, batch: Sequence[InMessage]) -> BatchResult:
+        self.reasons.append(self.metrics.reasons)
+        return super().handle(batch)
+
+
+def test_a_failing_batch_makes_the_worker_not_ready_naming_why_until_it_succeeds() -> None:
+    metrics = Metrics("stg")
+    service = ReasonsSeen(metrics, outages=2)
+    consumer = ScriptedConsumer([messages(b"a")])
+    worker = Worker(consumer, service, InMemoryDeadLetters(InMemoryTopics()), metrics,
+                    is_transient, max_backoff_s=0.001)  # fmt: skip
+    consumer.worker = worker
+    worker.run()
+    restarting = {"other": "ConnectionError: warehouse is restarting"}
+    assert service.reasons == [{}, restarting, restarting]
+    assert metrics.reasons == {}
+
+
 def test_the_message_that_can_never_succeed_is_isolated_and_dead_lettered() -> None:
     batch = messages(b"a", b"b", b"poison", b"c", b"d")
     consumer = ScriptedConsumer([batch])
@@ -128,9 +154,11 @@ class IdleConsumer(ScriptedConsumer):
         self.metrics = metrics
         self.rounds = rounds
         self.readiness: list[bool] = []
+        self.reasons: list[dict[str, str]] = []
 
     def consume(self) -> list[InMessage]:
         self.readiness.append(self.metrics.ready)
+        self.reasons.append(self.metrics.reasons)
         if self.rounds:
             self.rounds -= 1
             return []
@@ -166,6 +194,8 @@ def test_an_idle_worker_is_not_ready_while_a_probe_fails_and_ready_once_it_passe
     metrics, consumer = idle_run(Probe([False, True, True, False]), rounds=4, batches=[])
     # readiness seen by each consume: after the 1st probe passed, the 2nd and 3rd failed...
     assert consumer.readiness[1:] == [True, False, False, True]
+    refused = {"postgres": "ConnectionRefusedError: connection refused"}
+    assert consumer.reasons[1:] == [{}, refused, refused, {}]  # what /readyz lists
     text = metrics.render()
     assert (
         'dwh_dependency_errors_total{dependency="postgres",error="ConnectionRefusedError"' in text

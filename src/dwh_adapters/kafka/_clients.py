@@ -64,8 +64,8 @@ class _ClientEvents:
     def log(self, level: int, message: str, *args: object) -> None:
         """confluent-kafka's logger interface: ``(level, "%s [%s] %s", facility,
         client, text)``."""
-        if len(args) == 3 and args[0] == "FAIL":
-            trouble.record_log(self._settings, "FAIL", str(args[2]))
+        if len(args) == 3 and args[0] == "FAIL":  # why a connection was lost
+            trouble.record(self._settings, str(args[2]))
             level = logging.DEBUG
         _librdkafka_log.log(level, message, *args)
 

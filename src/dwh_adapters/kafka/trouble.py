@@ -46,12 +46,6 @@ def record_error(settings: KafkaSettings, error: KafkaError) -> None:
         record(settings, str(error.str()))
 
 
-def record_log(settings: KafkaSettings, facility: str, text: str) -> None:
-    """A librdkafka log line: ``FAIL`` lines say why a connection was lost."""
-    if facility == "FAIL":
-        record(settings, text)
-
-
 def cause(settings: KafkaSettings, within_s: float = RECENT_S) -> str | None:
     """Why the clients with these settings last failed to connect, explained, if they did
     within the last ``within_s`` seconds."""
