@@ -69,7 +69,8 @@ app.kubernetes.io/component: {{ .name }}
 {{- if has .Values.kafka.securityProtocol (list "SSL" "SASL_SSL") }}true{{ end }}
 {{- end }}
 
-{{/* PostgreSQL sslmodes that check the server's certificate. */}}
+{{/* PostgreSQL sslmodes that check the server's certificate against a CA (verify-ca
+checks the chain only; only verify-full checks the host name too). */}}
 {{- define "dwh-workers.pgVerifies" -}}
 {{- if has .Values.postgres.sslmode (list "verify-ca" "verify-full") }}true{{ end }}
 {{- end }}
@@ -87,8 +88,9 @@ As YAML {items: [...]}.
 {{- if not .Values.redis.ssl }}
 {{- $items = append $items "Redis without TLS" }}
 {{- end }}
-{{- if not (include "dwh-workers.pgVerifies" .) }}
-{{- $what := ternary "the CA checked, not the host name" "the server not verified" (and (eq .Values.postgres.sslmode "require") (not (empty .Values.postgres.sslRootCertFile))) }}
+{{- if ne .Values.postgres.sslmode "verify-full" }}
+{{- $caChecked := or (eq .Values.postgres.sslmode "verify-ca") (and (eq .Values.postgres.sslmode "require") (not (empty .Values.postgres.sslRootCertFile))) }}
+{{- $what := ternary "the CA checked, not the host name" "the server not verified" $caChecked }}
 {{- $items = append $items (printf "PostgreSQL with sslmode=%s, %s" .Values.postgres.sslmode $what) }}
 {{- end }}
 {{- toYaml (dict "items" $items) }}
@@ -177,7 +179,8 @@ DWH_BATCH_WAIT_MS: {{ .worker.batchWaitMs | int | toString | quote }}
 
 {{/*
 The credentials the containers get, as YAML {items: [{env, key, value, optional}]}.
-Kafka credentials only under SASL. A chart-created Secret holds only the non-empty
+Kafka credentials only under SASL (given without SASL they are refused by
+dwh-workers.validate). A chart-created Secret holds only the non-empty
 values (an unset variable keeps the workers' default); an existing Secret must hold
 every key except the Redis password.
 */}}
@@ -309,7 +312,8 @@ which is why the contradictions are also rules of values.schema.json, which lint
 TLS is verified against a CA: with Kafka SSL/SASL_SSL, Redis ssl and PostgreSQL
 verify-ca/verify-full a CA file is required unless <service>.useSystemCa says to trust
 the image's system store (systemCaFile). A CA (or useSystemCa) that the protocol or mode would not use
-is refused, as the workers refuse it: a setting given is never silently ignored.
+is refused, as the workers refuse it, and so are Kafka credentials without SASL: a
+setting given is never silently ignored.
 */}}
 {{- define "dwh-workers.validate" -}}
 {{- $v := .Values }}
@@ -322,10 +326,12 @@ is refused, as the workers refuse it: a setting given is never silently ignored.
 {{- $errors = append $errors (printf "%s: %q is a file name inside caBundle, so set caBundle.secretName or caBundle.configMapName (or give an absolute path)" $key $file) }}
 {{- end }}
 {{- end }}
-{{- if and (include "dwh-workers.kafkaSasl" .) (not $v.secret.existingSecret) }}
-{{- if not (and $v.secret.kafkaConsumerUsername $v.secret.kafkaConsumerPassword) }}
+{{- if include "dwh-workers.kafkaSasl" . }}
+{{- if not (or $v.secret.existingSecret (and $v.secret.kafkaConsumerUsername $v.secret.kafkaConsumerPassword)) }}
 {{- $errors = append $errors (printf "secret.kafkaConsumerUsername and secret.kafkaConsumerPassword are required when kafka.securityProtocol is %s (or name secret.existingSecret)" $v.kafka.securityProtocol) }}
 {{- end }}
+{{- else if or $v.secret.kafkaConsumerUsername $v.secret.kafkaConsumerPassword }}
+{{- $errors = append $errors (printf "secret.kafkaConsumerUsername or secret.kafkaConsumerPassword is set but kafka.securityProtocol %s uses no SASL and would never send them: choose SASL_SSL (or SASL_PLAINTEXT) to log in with them, or remove both" $v.kafka.securityProtocol) }}
 {{- end }}
 {{- $protocol := $v.kafka.securityProtocol }}
 {{- if include "dwh-workers.kafkaTls" . }}

@@ -8,7 +8,8 @@ worker prints that one line and exits.
 A security setting is never dropped silently: credentials, a CA file or a root
 certificate that the chosen protocol or mode would not use is a :class:`ConfigError`
 naming both variables. What is allowed but unverified on the network (plain text, or
-TLS without checking the server, to a host other than the loopback) is listed by
+TLS that does not check both the server's certificate and its host name, to a host
+other than the loopback) is listed by
 :func:`insecure_connections`, which a worker logs as one warning at start.
 """
 
@@ -32,7 +33,10 @@ SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 TLS_PROTOCOLS = ("SSL", "SASL_SSL")
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 PG_MAY_SKIP_TLS = ("disable", "allow", "prefer")  # sslmodes that may end in plain text
-PG_VERIFYING_MODES = ("verify-ca", "verify-full")
+# The one sslmode that is verified TLS: verify-ca (and require with a root certificate)
+# checks the chain against the CA but not the host name, so any certificate that CA
+# signed, for whatever host, passes.
+PG_VERIFIED_MODE = "verify-full"
 LOG_FORMATS = ("json", "text")
 
 
@@ -307,8 +311,9 @@ def _kafka_hosts(bootstrap_servers: str) -> list[str]:
 def insecure_connections(settings: Settings | Services) -> list[str]:
     """One short text per service reached without verified TLS on a host other than
     this machine's loopback (``localhost``, 127.0.0.0/8, ::1): Kafka over a protocol
-    without SSL, Redis without TLS, PostgreSQL with an sslmode other than verify-ca or
-    verify-full. Empty when every connection is verified or local. Pure: nothing is
+    without SSL, Redis without TLS, PostgreSQL with an sslmode other than verify-full
+    (verify-ca, and require with a root certificate, check the CA but not the host
+    name). Empty when every connection is verified or local. Pure: nothing is
     resolved or connected."""
     found = []
     kafka = settings.kafka
@@ -320,11 +325,12 @@ def insecure_connections(settings: Settings | Services) -> list[str]:
         found.append(f"Redis {redis.host}:{redis.port} without TLS")
     postgres = settings.postgres
     remote = [h for h in postgres.host.split(",") if h and not is_loopback(h)]
-    if remote and postgres.sslmode not in PG_VERIFYING_MODES:
+    if remote and postgres.sslmode != PG_VERIFIED_MODE:
+        ca_checked = postgres.sslmode == "verify-ca" or (
+            postgres.sslmode == "require" and bool(postgres.sslrootcert)
+        )
         unverified = (
-            "the CA checked, not the host name"
-            if postgres.sslmode == "require" and postgres.sslrootcert
-            else "the server not verified"
+            "the CA checked, not the host name" if ca_checked else "the server not verified"
         )
         found.append(f"PostgreSQL {','.join(remote)} with sslmode={postgres.sslmode}, {unverified}")
     return found

@@ -13,10 +13,8 @@ the system trust store, plain text chosen explicitly, production-like).
 
 from __future__ import annotations
 
-import base64
 import re
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,13 +24,22 @@ import pytest
 import yaml
 
 from dwh_workers import config
-from tests.support.chart import ChartError, UnresolvableEnv, objects_of, rendered_env
+from tests.support.chart import (
+    CHART,
+    KUBE_VERSION,
+    RELEASE,
+    ROOT,
+    ChartError,
+    Manifest,
+    UnresolvableEnv,
+    helm,
+    helm_template,
+    rendered_env,
+)
+from tests.support.secure import chart_values
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-HELM = ROOT / "scripts" / "helm"
-CHART = ROOT / "chart"
 PROD_VALUES = CHART / "ci" / "prod-values.yaml"
 MINIMAL_VALUES = CHART / "ci" / "minimal-values.yaml"
 SYSTEM_CA_VALUES = CHART / "ci" / "system-ca-values.yaml"
@@ -43,11 +50,7 @@ VALUES_FILES = {
     "plaintext": PLAINTEXT_VALUES,
     "prod": PROD_VALUES,
 }
-KUBE_VERSION = "1.30.0"
-RELEASE = "dwh"
 LAYERS = ("stg", "dds", "cdm")
-
-Manifest = dict[str, Any]
 
 # CONTRACT.md §6: the names the original services used.
 CONTRACT_SETTINGS = (
@@ -77,19 +80,9 @@ CUSTOM_RESOURCES: dict[tuple[str, str], tuple[str, ...]] = {
 }
 
 
-def helm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(HELM), *args], cwd=ROOT, capture_output=True, text=True, timeout=900, check=False
-    )
-
-
 def render(*args: str, base: Path = MINIMAL_VALUES) -> list[Manifest]:
     """The chart rendered with the values file ``base`` and ``args`` over it."""
-    result = helm(
-        "template", RELEASE, str(CHART), "--kube-version", KUBE_VERSION, "-f", str(base), *args
-    )
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return helm_template("-f", str(base), *args)
 
 
 def of_kind(manifests: list[Manifest], kind: str) -> list[Manifest]:
@@ -496,6 +489,17 @@ BAD_VALUES = [
         "postgres-system-ca-without-verify-full",
     ),
     bad(["--set", "kafka.useSystemCa=true"], "/kafka/sslCaFile", "kafka-ca-file-and-system-ca"),
+    bad(
+        ["--set", "secret.kafkaConsumerUsername=dwh"],
+        "/secret/kafkaConsumerUsername",
+        "kafka-user-without-sasl",
+        base=PLAINTEXT_VALUES,
+    ),
+    bad(
+        ["--set", "kafka.securityProtocol=SSL,secret.kafkaConsumerPassword="],
+        "/secret/kafkaConsumerUsername",
+        "kafka-user-with-ssl-without-sasl",
+    ),
     bad(["--set", "redis.useSystemCa=true"], "/redis/sslCaFile", "redis-ca-file-and-system-ca"),
 ]
 
@@ -527,7 +531,11 @@ MISSING_VALUES = [
         "kafka-sasl-ssl-without-ca",
     ),
     bad(
-        ["--set", "kafka.securityProtocol=SSL,kafka.sslCaFile="],
+        [
+            "--set",
+            "kafka.securityProtocol=SSL,kafka.sslCaFile=,"
+            "secret.kafkaConsumerUsername=,secret.kafkaConsumerPassword=",
+        ],
         "kafka.sslCaFile is required with kafka.securityProtocol SSL",
         "kafka-ssl-without-ca",
     ),
@@ -608,8 +616,15 @@ def test_the_defaults_are_verified_tls_and_name_all_they_need() -> None:
             "kafka.useSystemCa=true",
             "kafka.sslCaFile and kafka.useSystemCa: true: trust one",
         ),
+        (
+            MINIMAL_VALUES,
+            "kafka.securityProtocol=SSL",
+            "secret.kafkaConsumerUsername or secret.kafkaConsumerPassword is set but "
+            "kafka.securityProtocol SSL uses no SASL and would never send them: choose "
+            "SASL_SSL (or SASL_PLAINTEXT) to log in with them, or remove both",
+        ),
     ],
-    ids=["kafka-ca", "redis-ca", "postgres-ca", "postgres-system", "both-cas"],
+    ids=["kafka-ca", "redis-ca", "postgres-ca", "postgres-system", "both-cas", "kafka-credentials"],
 )
 def test_the_template_words_each_contradiction(base: Path, args: str, message: str) -> None:
     result = helm(
@@ -667,7 +682,7 @@ def test_plain_text_is_chosen_explicitly_and_sends_no_kafka_credentials() -> Non
         assert not {"KAFKA_CONSUMER_USERNAME", "KAFKA_CONSUMER_PASSWORD"} & names
 
 
-def render_notes(tmp_path: Path, base: Path) -> str:
+def render_notes(tmp_path: Path, base: Path, *args: str) -> str:
     """NOTES.txt as `helm install` prints it: `helm template` leaves it out, so a copy
     of the chart renders it into a ConfigMap."""
     chart = tmp_path / "chart"
@@ -678,17 +693,10 @@ def render_notes(tmp_path: Path, base: Path) -> str:
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\n"
         'data: {notes: {{ include "test.notes" . | quote }}}\n'
     )
-    result = helm(
-        "template",
-        RELEASE,
-        str(chart),
-        "-f",
-        str(base),
-        "--show-only",
-        "templates/notes-as-configmap.yaml",
+    (configmap,) = helm_template(
+        "-f", str(base), *args, "--show-only", "templates/notes-as-configmap.yaml", chart=chart
     )
-    assert result.returncode == 0, result.stderr
-    return str(yaml.safe_load(result.stdout)["data"]["notes"])
+    return str(configmap["data"]["notes"])
 
 
 def test_the_install_notes_warn_of_plain_text(tmp_path: Path) -> None:
@@ -703,6 +711,12 @@ def test_the_install_notes_warn_of_plain_text(tmp_path: Path) -> None:
     assert (
         "Kafka (SASL_SSL), Redis (TLS) and PostgreSQL (verify-full) verify the servers'" in secure
     )
+    # Only verify-full checks the host name: verify-ca is warned about, as the workers do.
+    verify_ca = render_notes(
+        tmp_path / "verify-ca", MINIMAL_VALUES, "--set", "postgres.sslmode=verify-ca"
+    )
+    assert "WARNING" in verify_ca
+    assert "PostgreSQL with sslmode=verify-ca, the CA checked, not the host name." in verify_ca
 
 
 def test_readme_lists_every_value() -> None:
@@ -720,61 +734,58 @@ def test_readme_lists_every_value() -> None:
 # --------------------------------------------------------------------------- rendered env
 
 
-def secure_local_values(ca_dir: Path) -> dict[str, Any]:
-    """Values for the secure local stack (`scripts/stack up --secure`: Kafka SASL_SSL on
-    9094, Redis TLS on 6380, PostgreSQL TLS on 5433), the CA bundle "mounted" from a
-    local folder holding ca.crt."""
+@pytest.fixture
+def ca_file(tmp_path: Path) -> Path:
+    folder = tmp_path / "ca"
+    folder.mkdir()
+    (folder / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    return folder / "ca.crt"
+
+
+@pytest.fixture
+def settings(ca_file: Path) -> dict[str, str]:
+    """Settings of a secure install on hosts other than the loopback, the CA bundle
+    "mounted" from the local folder holding ``ca_file``."""
     return {
-        "kafka": {"host": "127.0.0.1", "port": 9094, "sslCaFile": "ca.crt"},
-        "redis": {"host": "127.0.0.1", "port": 6380, "sslCaFile": "ca.crt"},
-        "postgres": {"host": "127.0.0.1", "port": 5433, "sslRootCertFile": "ca.crt"},
-        "caBundle": {"secretName": "dwh-ca", "mountPath": str(ca_dir)},
-        "secret": {
-            "kafkaConsumerUsername": "dwh",
-            "kafkaConsumerPassword": "kafka-pw",
-            "redisPassword": "redis-pw",
-            "pgWarehousePassword": "pg-pw",
-        },
-        "log": {"format": "text"},
+        "KAFKA_HOST": "kafka.example.net",
+        "KAFKA_PORT": "9093",
+        "KAFKA_SSL_CA_LOCATION": str(ca_file),
+        "KAFKA_CONSUMER_USERNAME": "dwh",
+        "KAFKA_CONSUMER_PASSWORD": "kafka-pw",
+        "REDIS_HOST": "redis.example.net",
+        "REDIS_PORT": "6380",
+        "REDIS_SSL_CA_FILE": str(ca_file),
+        "REDIS_PASSWORD": "redis-pw",
+        "PG_WAREHOUSE_HOST": "pg.example.net",
+        "PG_WAREHOUSE_PORT": "5432",
+        "PG_WAREHOUSE_USER": "dwh",
+        "PG_WAREHOUSE_PASSWORD": "pg-pw",
+        "PG_WAREHOUSE_SSLROOTCERT": str(ca_file),
     }
 
 
 @pytest.fixture
-def ca_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "ca"
-    folder.mkdir()
-    (folder / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
-    return folder
+def secure_values(settings: dict[str, str]) -> dict[str, Any]:
+    return chart_values(settings, "de")
 
 
-def test_rendered_env_resolves_every_variable_of_a_secure_install(ca_dir: Path) -> None:
-    values = secure_local_values(ca_dir)
-    ca = str(ca_dir / "ca.crt")
+def test_rendered_env_resolves_every_variable_of_a_secure_install(
+    settings: dict[str, str], secure_values: dict[str, Any], ca_file: Path
+) -> None:
+    # The settings come back unchanged (the credentials from the chart's Secret,
+    # base64-decoded), with the chart's TLS defaults beside them.
     common = {
-        "KAFKA_HOST": "127.0.0.1",
-        "KAFKA_PORT": "9094",
+        **settings,
         "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
         "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
-        "KAFKA_SSL_CA_LOCATION": ca,
-        "KAFKA_CONSUMER_USERNAME": "dwh",  # from the chart's Secret, base64-decoded
-        "KAFKA_CONSUMER_PASSWORD": "kafka-pw",
-        "REDIS_HOST": "127.0.0.1",
-        "REDIS_PORT": "6380",
         "REDIS_SSL": "true",
-        "REDIS_SSL_CA_FILE": ca,
-        "REDIS_PASSWORD": "redis-pw",
-        "PG_WAREHOUSE_HOST": "127.0.0.1",
-        "PG_WAREHOUSE_PORT": "5433",
         "PG_WAREHOUSE_DBNAME": "de",
-        "PG_WAREHOUSE_USER": "dwh",
-        "PG_WAREHOUSE_PASSWORD": "pg-pw",
         "PG_WAREHOUSE_SSLMODE": "verify-full",
-        "PG_WAREHOUSE_SSLROOTCERT": ca,
         "DWH_HTTP_PORT": "8000",
-        "DWH_LOG_FORMAT": "text",
+        "DWH_LOG_FORMAT": "json",
         "DWH_LOG_LEVEL": "INFO",
     }
-    stg = rendered_env("stg", values)
+    stg = rendered_env("stg", secure_values)
     assert stg.workload == "dwh-dwh-workers-stg"
     assert stg.args == ["python", "-m", "dwh_workers.stg"]
     assert stg.env == {
@@ -787,43 +798,44 @@ def test_rendered_env_resolves_every_variable_of_a_secure_install(ca_dir: Path) 
         "DWH_BATCH_SIZE": "2000",
         "DWH_BATCH_WAIT_MS": "200",
     }
-    assert stg.ca_mount_path == str(ca_dir)
-    assert stg.ca_files == dict.fromkeys(
-        ("KAFKA_SSL_CA_LOCATION", "REDIS_SSL_CA_FILE", "PG_WAREHOUSE_SSLROOTCERT"), ca
-    )
-    assert stg.mounts == {"tmp": "/tmp", "ca": str(ca_dir)}
-    # The worker takes exactly this environment, and nothing in it is unverified.
-    settings = config.load("stg", stg.env)
-    assert settings.kafka.client_config() == {
-        "bootstrap.servers": "127.0.0.1:9094",
+    assert stg.mounts == {"tmp": "/tmp", "ca": str(ca_file.parent)}
+    # The worker takes exactly this environment, and every remote connection is verified.
+    loaded = config.load("stg", stg.env)
+    assert loaded.kafka.client_config() == {
+        "bootstrap.servers": "kafka.example.net:9093",
         "security.protocol": "SASL_SSL",
         "sasl.mechanism": "SCRAM-SHA-512",
         "sasl.username": "dwh",
         "sasl.password": "kafka-pw",
-        "ssl.ca.location": ca,
+        "ssl.ca.location": str(ca_file),
     }
-    assert (settings.redis.ssl, settings.redis.ssl_ca_file) == (True, ca)
-    assert (settings.postgres.sslmode, settings.postgres.sslrootcert) == ("verify-full", ca)
-    assert config.insecure_connections(settings) == []
-    process = stg.process_env(DWH_HTTP_PORT="0")
-    assert process["DWH_HTTP_PORT"] == "0"
-    assert process["KAFKA_CONSUMER_PASSWORD"] == "kafka-pw"
-    assert "PATH" in process
+    assert (loaded.redis.ssl, loaded.redis.ssl_ca_file) == (True, str(ca_file))
+    assert (loaded.postgres.sslmode, loaded.postgres.sslrootcert) == ("verify-full", str(ca_file))
+    assert config.insecure_connections(loaded) == []
 
-    cdm = rendered_env("cdm", values, pod_name="dwh-dwh-workers-cdm-5d8f9-x2k4q")
+    cdm = rendered_env("cdm", secure_values, pod_name="dwh-dwh-workers-cdm-5d8f9-x2k4q")
     assert cdm.env["DWH_INSTANCE_ID"] == "dwh-dwh-workers-cdm-5d8f9-x2k4q"
     assert "KAFKA_DESTINATION_TOPIC" not in cdm.env
 
-    migrate = rendered_env("migrate", values)  # the hook Job, with its hook Secret
+    migrate = rendered_env("migrate", secure_values)  # the hook Job, with its hook Secret
     assert migrate.args == ["python", "-m", "dwh_workers", "migrate"]
     assert migrate.env == common
-    assert migrate.ca_mount_path == str(ca_dir)
+    assert migrate.mounts["ca"] == str(ca_file.parent)
     assert config.insecure_connections(config.services(migrate.env)) == []
 
+    # The same remote hosts with verify-ca: the host name is not checked, and the worker
+    # says so as the install notes do.
+    secure_values["postgres"]["sslmode"] = "verify-ca"
+    verify_ca = config.services(rendered_env("migrate", secure_values).env)
+    assert config.insecure_connections(verify_ca) == [
+        "PostgreSQL pg.example.net with sslmode=verify-ca, the CA checked, not the host name"
+    ]
 
-def test_rendered_env_resolves_references_as_kubernetes_does(ca_dir: Path) -> None:
-    values = secure_local_values(ca_dir)
-    values["secret"] = {"existingSecret": "dwh-credentials"}
+
+def test_rendered_env_resolves_references_as_kubernetes_does(
+    secure_values: dict[str, Any],
+) -> None:
+    values = {**secure_values, "secret": {"existingSecret": "dwh-credentials"}}
     values["extraEnv"] = [
         {"name": "BOOTSTRAP", "value": "$(KAFKA_HOST):$(KAFKA_PORT)"},
         {"name": "LITERAL", "value": "$$(KAFKA_HOST) $(NOT_DEFINED) $(BOOTSTRAP) 100$"},
@@ -846,8 +858,8 @@ def test_rendered_env_resolves_references_as_kubernetes_does(ca_dir: Path) -> No
         "PG_WAREHOUSE_PASSWORD": "pg-pw",
     }
     env = rendered_env("stg", values, secrets={"dwh-credentials": credentials}).env
-    assert env["BOOTSTRAP"] == "127.0.0.1:9094"
-    assert env["LITERAL"] == "$(KAFKA_HOST) $(NOT_DEFINED) 127.0.0.1:9094 100$"
+    assert env["BOOTSTRAP"] == "kafka.example.net:9093"
+    assert env["LITERAL"] == "$(KAFKA_HOST) $(NOT_DEFINED) kafka.example.net:9093 100$"
     assert env["GROUP_AGAIN"] == "stg-service"
     assert env["EMPTY"] == ""
     assert "OPTIONAL_TOKEN" not in env
@@ -859,20 +871,7 @@ def test_rendered_env_resolves_references_as_kubernetes_does(ca_dir: Path) -> No
     with pytest.raises(ChartError, match=r"kafka\.sslCaFile is required"):
         rendered_env("stg", {})
     with pytest.raises(ChartError, match="0 Deployments of component 'dds'"):
-        rendered_env("dds", {**secure_local_values(ca_dir), "workers": {"dds": {"enabled": False}}})
-
-
-def test_secret_string_data_is_merged_over_data() -> None:
-    secret = {
-        "kind": "Secret",
-        "metadata": {"name": "s"},
-        "data": {
-            "A": base64.b64encode(b"from data").decode(),
-            "B": base64.b64encode(b"b").decode(),
-        },
-        "stringData": {"A": "from stringData"},
-    }
-    assert objects_of([secret], {}, {})[("Secret", "s")] == {"A": "from stringData", "B": "b"}
+        rendered_env("dds", {**secure_values, "workers": {"dds": {"enabled": False}}})
 
 
 # --------------------------------------------------------------------------- compose

@@ -238,10 +238,10 @@ def test_local_defaults_and_verified_tls_are_not_insecure(ca_file: str) -> None:
         "REDIS_PORT": "6380",
         "REDIS_SSL": "true",
         "PG_WAREHOUSE_HOST": "pg.example.net",
-        "PG_WAREHOUSE_SSLMODE": "verify-ca",
+        "PG_WAREHOUSE_SSLMODE": "verify-full",
     }
     assert insecure_connections(load("cdm", secure)) == []
-    assert insecure_connections(services(secure | {"PG_WAREHOUSE_SSLMODE": "verify-full"})) == []
+    assert insecure_connections(services(secure | {"PG_WAREHOUSE_SSLROOTCERT": ca_file})) == []
 
 
 def test_each_unverified_remote_connection_is_one_text() -> None:
@@ -261,7 +261,9 @@ def test_each_unverified_remote_connection_is_one_text() -> None:
     assert insecure_connections(sasl) == ["Kafka broker-2 over SASL_PLAINTEXT, without TLS"]
 
 
-def test_postgres_require_is_named_with_what_it_checks(ca_file: str) -> None:
+def test_postgres_require_and_verify_ca_are_named_with_what_they_check(ca_file: str) -> None:
+    # Only verify-full checks the host name: require with a root certificate and
+    # verify-ca check the chain alone, and are warned about alike.
     remote = {"PG_WAREHOUSE_HOST": "pg.example.net", "PG_WAREHOUSE_SSLMODE": "require"}
     assert insecure_connections(services(remote)) == [
         "PostgreSQL pg.example.net with sslmode=require, the server not verified"
@@ -270,6 +272,13 @@ def test_postgres_require_is_named_with_what_it_checks(ca_file: str) -> None:
     assert insecure_connections(with_ca) == [
         "PostgreSQL pg.example.net with sslmode=require, the CA checked, not the host name"
     ]
+    for rootcert in ({}, {"PG_WAREHOUSE_SSLROOTCERT": ca_file}):
+        verify_ca = services(remote | {"PG_WAREHOUSE_SSLMODE": "verify-ca", **rootcert})
+        assert insecure_connections(verify_ca) == [
+            "PostgreSQL pg.example.net with sslmode=verify-ca, the CA checked, not the host name"
+        ]
+    verify_full = services(remote | {"PG_WAREHOUSE_SSLMODE": "verify-full"})
+    assert insecure_connections(verify_full) == []
     socket_dir = services({"PG_WAREHOUSE_HOST": "/var/run/postgresql"})
     assert insecure_connections(socket_dir) == []
 
