@@ -8,7 +8,6 @@ status 0."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
@@ -26,11 +25,14 @@ from dwh_workers.sample import OrderGenerator, dictionary_entries, sample_dictio
 from tests.support.databases import fresh_database
 from tests.support.image import (
     Image,
+    assert_running,
     build,
     command_line,
     descendant,
     environment,
+    kill_tree,
     run_args,
+    script_env,
     start,
     status_field,
     working_containers,
@@ -92,7 +94,7 @@ def image_output(
     /etc/dwh/ca); ``host`` is added to the environment of ``scripts/image`` itself."""
     result = subprocess.run(
         run_args(image, env, argv, ca_dir),
-        env={**os.environ, **(host or {})},
+        env=script_env(host),
         check=False,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -114,14 +116,14 @@ def marts_match(postgres: PgSettings, messages: list[bytes]) -> bool:
 
 
 def terminate(process: subprocess.Popen[bytes], timeout: float = 60) -> int | None:
-    """SIGTERM to ``scripts/image run``; its status, or None if it had to be killed."""
+    """SIGTERM to ``scripts/image run``; its status, or None if it (and all under it) had
+    to be killed."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
     try:
         return process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        kill_tree(process)
         return None
 
 
@@ -145,6 +147,7 @@ def test_the_image_migrates_and_its_workers_fill_the_marts_as_uid_10001_under_ti
     record_property: Callable[[str, object], None],
 ) -> None:
     record_property("image_build_seconds", round(image.build_seconds, 1))
+    containers_before = working_containers(TAG)
     services = config.services(settings)
     ca_dir = ca_bundle(settings, tmp_path / "ca")
     migrate = ["python", "-m", "dwh_workers", "migrate"]
@@ -172,9 +175,12 @@ def test_the_image_migrates_and_its_workers_fill_the_marts_as_uid_10001_under_ti
                 env = worker_env(topology, layer, rendered[layer])
                 log = stack.enter_context(logs[layer].open("wb"))
                 workers[layer] = start(image, env, command(layer), log, ca_dir)
-            wait_for(
-                lambda: marts_match(warehouse, orders), 180, "the marts to equal the oracle", 0.5
-            )
+
+            def filled() -> bool:
+                assert_running(workers, logs)
+                return marts_match(warehouse, orders)
+
+            wait_for(filled, 180, "the marts to equal the oracle", 0.5)
             for layer, process in workers.items():
                 pid = descendant(process.pid, command(layer))
                 assert pid is not None, f"no {layer} worker under scripts/image run: {logs[layer]}"
@@ -190,4 +196,5 @@ def test_the_image_migrates_and_its_workers_fill_the_marts_as_uid_10001_under_ti
         finally:
             codes = {layer: terminate(process) for layer, process in workers.items()}
     assert codes == dict.fromkeys(LAYERS, 0), f"exit statuses {codes}; logs: {list(logs.values())}"
-    assert working_containers(TAG) == [], "scripts/image run left a working container"
+    left = set(working_containers(TAG)) - set(containers_before)
+    assert not left, f"scripts/image run left working containers {sorted(left)}"

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -16,6 +18,16 @@ from attrs import frozen
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "image"
+# buildah, always: these tests look at the processes under ``scripts/image run`` in /proc
+# (the worker's uid, its tini parent, its environment), which are its own children only
+# under buildah; docker or podman, which scripts/image prefers when one works, would run
+# them under the engine's daemon or conmon instead.
+ENGINE = {"IMAGE_ENGINE": "buildah"}
+
+
+def script_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of ``scripts/image`` itself: this one, ``extra``, and the engine."""
+    return {**os.environ, **(extra or {}), **ENGINE}
 
 
 @frozen
@@ -35,6 +47,7 @@ def build(tag: str, timeout: float = 1200) -> Image:
     started = time.monotonic()
     result = subprocess.run(
         [str(SCRIPT), "build", "--tag", tag],
+        env=script_env(),
         check=False,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -65,6 +78,7 @@ def start(
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         run_args(image, env, command, ca_dir),
+        env=script_env(),
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -79,16 +93,41 @@ def _children(pid: int) -> list[int]:
     return children
 
 
-def descendant(pid: int, argv: Sequence[str]) -> int | None:
-    """The first process under ``pid`` whose command line is ``argv`` (not merely holds it,
-    as the commands that start it do)."""
+def descendants(pid: int) -> list[int]:
+    """Every process under ``pid``, parents before their children."""
+    found: list[int] = []
     queue = _children(pid)
     while queue:
         child = queue.pop(0)
-        if command_line(child) == list(argv):
-            return child
+        found.append(child)
         queue += _children(child)
-    return None
+    return found
+
+
+def kill_tree(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL ``process`` and everything under it (a killed ``scripts/image run`` would
+    leave its ``buildah run`` and the worker running), then reap it."""
+    tree = [process.pid, *descendants(process.pid)]  # before the kill orphans them
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    process.wait()
+
+
+def assert_running(
+    processes: Mapping[str, subprocess.Popen[bytes]], logs: Mapping[str, Path]
+) -> None:
+    """Fail at once, naming its log, when one of ``processes`` has exited: a condition of
+    ``wait_for`` that calls this does not wait out its timeout for a process that is gone."""
+    for name, process in processes.items():
+        code = process.poll()
+        assert code is None, f"{name}: scripts/image run exited with {code}: {logs[name]}"
+
+
+def descendant(pid: int, argv: Sequence[str]) -> int | None:
+    """The first process under ``pid`` whose command line is ``argv`` (not merely holds it,
+    as the commands that start it do)."""
+    return next((child for child in descendants(pid) if command_line(child) == list(argv)), None)
 
 
 def command_line(pid: int) -> list[str]:
