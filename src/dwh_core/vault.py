@@ -1,4 +1,4 @@
-"""The Data Vault 2.0 model of the DDS layer (CONTRACT.md §3), built from enriched orders.
+"""The Data Vault 2.0 model of the DDS layer (docs/CONTRACT.md §3), built from enriched orders.
 
 Five hubs, four links and five satellites. Each table is described once, by a spec, and
 rows refer to their table by name; the storage adapters generate their statements from
@@ -44,7 +44,6 @@ class HubSpec:
     table: str
     pk: str
     key_columns: tuple[str, ...]
-    key_types: tuple[str, ...]
 
 
 @frozen
@@ -61,7 +60,6 @@ class SatelliteSpec:
     table: str
     hub: str
     columns: tuple[str, ...]
-    column_types: tuple[str, ...]
 
     @property
     def hashdiff_column(self) -> str:
@@ -71,13 +69,11 @@ class SatelliteSpec:
 HUBS = {
     spec.name: spec
     for spec in (
-        HubSpec("user", "h_user", "h_user_pk", ("user_id",), ("varchar",)),
-        HubSpec("product", "h_product", "h_product_pk", ("product_id",), ("varchar",)),
-        HubSpec("category", "h_category", "h_category_pk", ("category_name",), ("varchar",)),
-        HubSpec("restaurant", "h_restaurant", "h_restaurant_pk", ("restaurant_id",), ("varchar",)),
-        HubSpec(
-            "order", "h_order", "h_order_pk", ("order_id", "order_dt"), ("integer", "timestamp")
-        ),
+        HubSpec("user", "h_user", "h_user_pk", ("user_id",)),
+        HubSpec("product", "h_product", "h_product_pk", ("product_id",)),
+        HubSpec("category", "h_category", "h_category_pk", ("category_name",)),
+        HubSpec("restaurant", "h_restaurant", "h_restaurant_pk", ("restaurant_id",)),
+        HubSpec("order", "h_order", "h_order_pk", ("order_id", "order_dt")),
     )
 }
 LINKS = {
@@ -102,17 +98,11 @@ LINKS = {
 SATELLITES = {
     spec.name: spec
     for spec in (
-        SatelliteSpec(
-            "user_names", "s_user_names", "user", ("username", "userlogin"), ("varchar", "varchar")
-        ),
-        SatelliteSpec("product_names", "s_product_names", "product", ("name",), ("varchar",)),
-        SatelliteSpec(
-            "restaurant_names", "s_restaurant_names", "restaurant", ("name",), ("varchar",)
-        ),
-        SatelliteSpec(
-            "order_cost", "s_order_cost", "order", ("cost", "payment"), ("numeric", "numeric")
-        ),
-        SatelliteSpec("order_status", "s_order_status", "order", ("status",), ("varchar",)),
+        SatelliteSpec("user_names", "s_user_names", "user", ("username", "userlogin")),
+        SatelliteSpec("product_names", "s_product_names", "product", ("name",)),
+        SatelliteSpec("restaurant_names", "s_restaurant_names", "restaurant", ("name",)),
+        SatelliteSpec("order_cost", "s_order_cost", "order", ("cost", "payment")),
+        SatelliteSpec("order_status", "s_order_status", "order", ("status",)),
     )
 }
 
