@@ -1,10 +1,15 @@
 """``dwh``: the operator's command. ``dwh --help`` lists the tasks.
 
-Errors are one line on stderr naming what failed (which service, where) and exit
-status 1; ``--debug`` (anywhere on the line) shows the traceback and the client logs.
-Connection settings come from the environment, as for the workers
-(docs/configuration.md). A command that needs Kafka first checks that the broker
-answers, and says so within :data:`KAFKA_TIMEOUT_S` seconds if it does not.
+This module holds the arguments and thin command functions: what a command reads or
+does is in :mod:`~dwh_workers.warehouse_queries`, :mod:`~dwh_workers.pipeline_status`
+and :mod:`~dwh_workers.replay` (and the adapters), what it prints in
+:mod:`~dwh_workers.reports`.
+
+Errors are one line on stderr naming what failed (which service, where;
+:mod:`~dwh_workers.error_messages`) and exit status 1; ``--debug`` (anywhere on the line)
+shows the traceback and the client logs. Connection settings come from the environment,
+as for the workers (docs/configuration.md). A command that needs Kafka first checks that
+the broker answers, and says so within :data:`KAFKA_TIMEOUT_S` seconds if it does not.
 """
 
 from __future__ import annotations
@@ -15,12 +20,22 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
-from dwh_adapters.kafka import KafkaSettings
-from dwh_adapters.redis import explain as redis_explain
+from dwh_adapters.kafka import KafkaSettings, ensure_topics, read_dead_letters, wait_for_broker
+from dwh_adapters.kafka.dead_letters import redrive, redrive_destination
+from dwh_adapters.kafka.trouble import KafkaUnreachable
+from dwh_adapters.postgres.migrations import migrate
+from dwh_adapters.postgres.settings import connect
+from dwh_adapters.redis import RedisDictionaryWriter
 from dwh_core.messages import dead_letter_topic
-from dwh_workers import config
-
-ORDERS_TOPIC = config.LAYERS["stg"].source_topic
+from dwh_workers import config, reports
+from dwh_workers.error_messages import describe_error
+from dwh_workers.errors import OperatorError
+from dwh_workers.feed import Feed, generate
+from dwh_workers.pipeline_status import read_status, read_summary
+from dwh_workers.replay import replay, replay_targets
+from dwh_workers.sample import dictionary_entries, load_dictionaries_file, sample_dictionaries
+from dwh_workers.topology import LAYER_NAMES, LAYERS, LOCAL_PORTS, ORDERS_TOPIC
+from dwh_workers.warehouse_queries import read_baseline, read_marts, read_totals
 
 Command = Callable[[argparse.Namespace], int]
 KAFKA_TIMEOUT_S = 8.0
@@ -28,10 +43,6 @@ KAFKA_TIMEOUT_S = 8.0
 
 def _kafka() -> KafkaSettings:
     """The Kafka settings, once the cluster has answered."""
-    from dwh_adapters.kafka import wait_for_broker
-    from dwh_adapters.kafka.trouble import KafkaUnreachable
-    from dwh_workers.operations import OperatorError
-
     kafka = config.services().kafka
     try:
         wait_for_broker(kafka, timeout=KAFKA_TIMEOUT_S)
@@ -41,9 +52,6 @@ def _kafka() -> KafkaSettings:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from dwh_adapters.postgres.migrations import migrate
-    from dwh_adapters.postgres.settings import connect
-
     services = config.services()
     with connect(services.postgres) as connection:
         applied = migrate(connection)
@@ -52,9 +60,6 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _dictionaries_load(args: argparse.Namespace) -> int:
-    from dwh_adapters.redis import RedisDictionaryWriter
-    from dwh_workers.sample import dictionary_entries, load_dictionaries_file, sample_dictionaries
-
     dictionaries = (
         load_dictionaries_file(args.file)
         if args.file
@@ -75,8 +80,6 @@ def _dictionaries_load(args: argparse.Namespace) -> int:
 
 
 def _orders_generate(args: argparse.Namespace) -> int:
-    from dwh_workers.feed import Feed, generate
-
     feed = Feed(
         orders=args.count,
         seed=args.seed,
@@ -99,41 +102,37 @@ def _orders_generate(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from dwh_workers.operations import status_report
-
     _kafka()
-    ports = None if args.ports is None else dict(zip(config.LAYERS, args.ports, strict=False))
-    print(status_report(config.services(), ports))
+    ports = None if args.ports is None else dict(zip(LAYER_NAMES, args.ports, strict=False))
+    print(reports.status_report(read_status(config.services(), ports)))
     return 0
 
 
 def _marts(args: argparse.Namespace) -> int:
-    from dwh_workers.operations import marts_report, read_totals, totals_report
-
     postgres = config.services().postgres
     if args.totals:
         totals = read_totals(postgres)
-        print(totals.to_json() if args.json else totals_report(totals))
+        print(totals.to_json() if args.json else reports.totals_report(totals))
     else:
-        print(marts_report(postgres, user=args.user, category=args.category, top=args.top))
+        marts = read_marts(postgres, user=args.user, category=args.category, top=args.top)
+        print(reports.marts_report(marts, top=args.top))
     return 0
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from dwh_workers.operations import read_baseline, summary_report
-
     baseline = read_baseline(args.baseline) if args.baseline else None
     _kafka()
-    print(summary_report(config.services(), baseline, users=args.users, top=args.top))
+    summary = read_summary(config.services(), users=args.users)
+    print(reports.summary_report(summary, baseline, top=args.top))
     return 0
 
 
 def _watch(args: argparse.Namespace) -> int:
-    from dwh_workers.operations import watch
-
     _kafka()
     timeout = args.timeout if args.timeout > 0 else None
-    seconds = watch(config.services(), until_caught_up=args.until_caught_up, timeout_s=timeout)
+    seconds = reports.watch(
+        config.services(), until_caught_up=args.until_caught_up, timeout_s=timeout
+    )
     print(
         f"caught up after {seconds:.1f}s of watching: every layer has committed all of its "
         "topic and the marts stopped changing"
@@ -142,74 +141,39 @@ def _watch(args: argparse.Namespace) -> int:
 
 
 def _dead_letters_list(args: argparse.Namespace) -> int:
-    from dwh_adapters.kafka import read_dead_letters
-
     letters = read_dead_letters(
         _kafka(), args.topic, limit=args.limit, pending=not args.all, values=False
     )
-    for letter in letters:
-        headers = letter.headers
-        source = ":".join(
-            headers.get(f"dwh.source.{part}", "?") for part in ("topic", "partition", "offset")
-        )
-        redriven = "  (redriven)" if letter.redriven else ""
-        print(
-            f"{letter.partition}:{letter.offset}  stage={headers.get('dwh.stage', '?')}  "
-            f"from={source}  reason={letter.reason}{redriven}"
-        )
-    print(f"{len(letters)} dead letter(s) in {args.topic}")
+    print(reports.dead_letters_report(letters, args.topic))
     return 0
 
 
 def _dead_letters_redrive(args: argparse.Namespace) -> int:
-    from dwh_adapters.kafka.dead_letters import describe_refused, redrive, redrive_destination
-
     source = redrive_destination(args.topic)  # refuses another topic before any network
     result = redrive(_kafka(), args.topic, reason_contains=args.reason)
-    print(
-        f"re-drove {result.sent} dead letter(s) from {args.topic} to {source}; "
-        f"{result.skipped} left pending (reason did not match)"
-    )
-    if result.refused:
-        shown = "; ".join(describe_refused(letter) for letter in result.refused[:10])
-        more = f"; and {len(result.refused) - 10} more" if len(result.refused) > 10 else ""
-        print(
-            f"refused {len(result.refused)} letter(s) whose dwh.source.topic is not {source}, "
-            f"left pending: {shown}{more}"
-        )
+    print(reports.redrive_report(result, args.topic, source))
     return 0
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from dwh_workers.operations import OperatorError, replay
-
-    layers = list(config.LAYERS.values()) if args.layer == "all" else [config.LAYERS[args.layer]]
-    if (args.group or args.topic) and len(layers) > 1:
-        raise OperatorError("--group and --topic name one layer's group: use --layer stg|dds|cdm")
-    targets = [
-        (args.group or layer.consumer_group, args.topic or layer.source_topic) for layer in layers
-    ]
-    for reset in replay(_kafka(), targets):
-        print(
-            f"{reset.group}: back to the beginning of {reset.topic} "
-            f"({reset.partitions} partition(s), {reset.messages:,} messages to read again)"
-        )
-    print("start the workers to replay (scripts/pipeline start); the marts end the same")
+    targets = replay_targets(args.layer, group=args.group, topic=args.topic)
+    print(reports.replay_report(replay(_kafka(), targets)))
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from dwh_workers.demo import run_in_memory
+    # Lazy on purpose: only `dwh demo` needs the in-process pipeline, which brings the
+    # workers' wiring (dependency_injector containers, the runner, the metrics); at the
+    # top it would add about 0.1 s to every other command, `dwh --help` included.
+    from dwh_workers.demo import run_in_memory  # noqa: PLC0415
 
     print(run_in_memory(orders=args.count, seed=args.seed))
     return 0
 
 
 def _topics_create(args: argparse.Namespace) -> int:
-    from dwh_adapters.kafka import ensure_topics
-
-    topics = [layer.source_topic for layer in config.LAYERS.values()] + [
-        dead_letter_topic(layer.source_topic) for layer in config.LAYERS.values()
+    topics = [layer.source_topic for layer in LAYERS.values()] + [
+        dead_letter_topic(layer.source_topic) for layer in LAYERS.values()
     ]
     created = ensure_topics(_kafka(), topics, partitions=args.partitions)
     print(
@@ -297,7 +261,7 @@ def _add_sources(commands: _Commands) -> None:
     load = commands.command(
         "load",
         _dictionaries_load,
-        "fill Redis with users and restaurants (CONTRACT.md §1.2)",
+        "fill Redis with users and restaurants (docs/CONTRACT.md §1.2)",
         commands.group("dictionaries", "the Redis dictionaries"),
         "dictionaries load",
     )
@@ -306,23 +270,23 @@ def _add_sources(commands: _Commands) -> None:
     load.add_argument("--users", type=int, default=400)
     load.add_argument("--restaurants", type=int, default=30)
 
-    generate = commands.command(
+    generate_parser = commands.command(
         "generate",
         _orders_generate,
-        "produce orders in the feed's format (CONTRACT.md §1.1): a backlog of N orders at "
+        "produce orders in the feed's format (docs/CONTRACT.md §1.1): a backlog of N orders at "
         "full speed, N orders at a steady rate, or a live feed for a while",
         commands.group("orders", "the order feed simulator"),
         "orders generate",
     )
-    generate.add_argument("-n", "--count", type=int, default=1000, help="orders to produce")
-    generate.add_argument(
+    generate_parser.add_argument("-n", "--count", type=int, default=1000, help="orders to produce")
+    generate_parser.add_argument(
         "--rate",
         type=float,
         default=None,
         help="messages per second (default: a backlog at full speed); "
         "the original feed is 5/min = 0.0833",
     )
-    generate.add_argument(
+    generate_parser.add_argument(
         "--duration",
         type=float,
         default=None,
@@ -330,7 +294,7 @@ def _add_sources(commands: _Commands) -> None:
         help="with --rate: a live feed of rate x SECONDS messages (new orders, their later "
         "versions and replays, interleaved) instead of -n orders",
     )
-    generate.add_argument(
+    generate_parser.add_argument(
         "--after",
         type=int,
         default=0,
@@ -338,17 +302,17 @@ def _add_sources(commands: _Commands) -> None:
         help="skip the first N orders of the seeded feed (a backlog produced before), so "
         "that new order ids and later timestamps follow",
     )
-    generate.add_argument("--topic", default=ORDERS_TOPIC)
-    generate.add_argument("--seed", type=int, default=1)
-    generate.add_argument(
+    generate_parser.add_argument("--topic", default=ORDERS_TOPIC)
+    generate_parser.add_argument("--seed", type=int, default=1)
+    generate_parser.add_argument(
         "--dictionary-seed",
         type=int,
         default=7,
         help="seed of the sample dictionaries the orders refer to",
     )
-    generate.add_argument("--cancelled-share", type=float, default=0.1)
-    generate.add_argument("--update-share", type=float, default=0.2)
-    generate.add_argument("--duplicate-share", type=float, default=0.05)
+    generate_parser.add_argument("--cancelled-share", type=float, default=0.1)
+    generate_parser.add_argument("--update-share", type=float, default=0.2)
+    generate_parser.add_argument("--duplicate-share", type=float, default=0.05)
 
 
 def _add_views(commands: _Commands) -> None:
@@ -362,7 +326,7 @@ def _add_views(commands: _Commands) -> None:
         default=None,
         metavar="STG,DDS,CDM",
         help="HTTP ports of local workers to ask /readyz (default: those of scripts/pipeline, "
-        "8101,8102,8103; '' asks none)",
+        f"{','.join(str(port) for port in LOCAL_PORTS.values())}; '' asks none)",
     )
 
     marts = commands.command(
@@ -424,33 +388,33 @@ def _add_repairs(commands: _Commands) -> None:
         action="store_true",
         help="also letters a redrive already handled (default: pending only)",
     )
-    redrive = commands.command(
+    redrive_parser = commands.command(
         "redrive",
         _dead_letters_redrive,
         "send the pending letters of a <source>-dlq topic back to <source>, each once",
         dead,
         "dead-letters redrive",
     )
-    redrive.add_argument(
+    redrive_parser.add_argument(
         "--topic",
         default=dead_letter_topic(ORDERS_TOPIC),
         help="a dead-letter topic, <source>-dlq (default: %(default)s)",
     )
-    redrive.add_argument(
+    redrive_parser.add_argument(
         "--reason",
         help="only letters whose reason contains this text (ignoring case); "
         "the others stay pending, where they are",
     )
 
-    replay = commands.command(
+    replay_parser = commands.command(
         "replay",
         _replay,
         "move a layer's consumer group back to the beginning of its topic, so that its "
         "workers read everything again when they start (stop them first)",
     )
-    replay.add_argument("--layer", required=True, choices=[*config.LAYERS, "all"])
-    replay.add_argument("--group", help="the layer's consumer group, if not the default")
-    replay.add_argument("--topic", help="the layer's source topic, if not the default")
+    replay_parser.add_argument("--layer", required=True, choices=[*LAYER_NAMES, "all"])
+    replay_parser.add_argument("--group", help="the layer's consumer group, if not the default")
+    replay_parser.add_argument("--topic", help="the layer's source topic, if not the default")
 
 
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -479,50 +443,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"dwh {args.name}: error: {describe_error(exc)}", file=sys.stderr)
         return 1
-
-
-def describe_error(exc: BaseException) -> str:
-    """One line: what failed, and where when a service did."""
-    import psycopg
-
-    from dwh_workers.errors import dependency_of
-    from dwh_workers.operations import OperatorError
-
-    text = " ".join(str(exc).split())
-    if isinstance(exc, (OperatorError, config.ConfigError)):
-        return text
-    try:
-        services: config.Services | None = config.services()
-    except config.ConfigError:
-        services = None
-    if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.InvalidSchemaName):
-        return f"{_first_line(exc)}: the warehouse schema is missing (run `dwh migrate`)"
-    dependency = dependency_of(exc)
-    if dependency == "postgres":
-        where = f" at {services.postgres.describe()}" if services else ""
-        return f"PostgreSQL{where}: {_first_line(exc).removeprefix('connection failed: ')}"
-    if dependency == "redis":
-        if services is None:
-            return f"Redis: {text}"
-        why = redis_explain(services.redis, exc)
-        return f"Redis at {services.redis.describe()}: {why or text}"
-    if dependency == "kafka":
-        where = f" at {services.kafka.describe()}" if services else ""
-        return f"Kafka{where}: {_kafka_text(exc)}"
-    if isinstance(exc, OSError | ValueError):
-        return text or type(exc).__name__
-    return f"{text or 'failed'} ({type(exc).__name__}; --debug shows the traceback)"
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
-def _kafka_text(exc: BaseException) -> str:
-    """The readable part of a confluent-kafka error (not its ``KafkaError{...}`` repr)."""
-    from confluent_kafka import KafkaError
-
-    error = exc.args[0] if exc.args else None
-    if isinstance(error, KafkaError):
-        return str(error.str())
-    return " ".join(str(exc).split())

@@ -1,4 +1,5 @@
-"""Which failures belong to a message and which to the world around the worker.
+"""The warehouse's errors: which failures belong to a message and which to the world
+around the worker, which service a failure comes from, and the operator's mistakes.
 
 A failure caused by the data of a message (a value PostgreSQL refuses, a constraint it
 breaks, a value our code cannot handle) will fail again on every retry: the worker
@@ -6,6 +7,9 @@ isolates that message and dead-letters it. Every other failure (a dependency tha
 down, busy, or misconfigured) is treated as transient: the batch is retried with
 back-off, forever, and the worker reports not-ready, because dead-lettering everything
 while, say, a privilege is missing would empty the pipeline into the dead-letter topics.
+
+:class:`OperatorError` is a ``dwh`` command refusing what it was asked; how ``dwh`` turns
+any error into one line for people is :mod:`dwh_workers.error_messages`.
 """
 
 from __future__ import annotations
@@ -53,3 +57,7 @@ def dependency_of(exc: BaseException) -> str:
     if isinstance(exc, KafkaException | DeliveryFailed | InstanceFenced):
         return "kafka"
     return "other"
+
+
+class OperatorError(Exception):
+    """The command cannot do what was asked; ``str()`` is one line saying why."""

@@ -1,19 +1,17 @@
 """The ``dwh`` command's parts that need no services: progress output, the feed's
-arithmetic, argument checks and how errors read."""
+arithmetic, argument checks and a refusal before any network (how errors read:
+test_error_messages)."""
 
 from __future__ import annotations
 
 import io
 import json
 
-import psycopg
 import pytest
-from confluent_kafka import KafkaError, KafkaException
 
 from dwh_adapters.postgres.marts import Totals
 from dwh_workers import cli
 from dwh_workers.feed import Feed
-from dwh_workers.operations import OperatorError
 from dwh_workers.progress import Board, Progress
 
 
@@ -120,32 +118,6 @@ def test_debug_is_accepted_after_the_command_too() -> None:
 
     assert args.debug
     assert args.name == "marts"
-
-
-@pytest.mark.parametrize(
-    ("error", "expected"),
-    [
-        (OperatorError("no user"), "no user"),
-        (
-            psycopg.OperationalError(
-                "connection failed: connection refused\n\tIs the server running?"
-            ),
-            "PostgreSQL at postgresql://dwh@127.0.0.1:5432/de?sslmode=prefer: connection refused",
-        ),
-        (
-            KafkaException(KafkaError(KafkaError._TRANSPORT, "Broker transport failure")),
-            "Kafka at 127.0.0.1:9092 PLAINTEXT: Broker transport failure",
-        ),
-        (RuntimeError("odd\nthing"), "odd thing (RuntimeError; --debug shows the traceback)"),
-    ],
-)
-def test_an_error_reads_as_one_line_naming_the_service(
-    error: Exception, expected: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for name in ("PG_WAREHOUSE_PORT", "PG_WAREHOUSE_HOST", "KAFKA_HOST", "KAFKA_PORT"):
-        monkeypatch.delenv(name, raising=False)
-
-    assert cli.describe_error(error) == expected
 
 
 def test_totals_round_trip_through_json() -> None:

@@ -1,0 +1,96 @@
+"""What ``dwh`` prints, from plain data: no services needed."""
+
+from __future__ import annotations
+
+import pytest
+
+from dwh_adapters.kafka import StoredDeadLetter
+from dwh_adapters.postgres.marts import Totals, UserRef
+from dwh_workers import reports
+from dwh_workers.errors import OperatorError
+from dwh_workers.pipeline_status import LAYER_ORDERS_TABLE, LayerState, Status, Summary
+from dwh_workers.replay import Reset, replay_targets
+from dwh_workers.topology import LAYER_NAMES, LAYERS
+from dwh_workers.warehouse_queries import CategoryUsers, TopPairs, UserMarts
+
+ANNA = UserRef("6276e8cd0cf48b4cded00870", "Anna", "anna_k")
+
+
+def states(lag: int = 0) -> list[LayerState]:
+    return [
+        LayerState(layer, members=1, in_topic=10, lag=lag, dead_letters=0)
+        for layer in LAYERS.values()
+    ]
+
+
+def test_every_layer_has_a_table_of_the_orders_it_stored() -> None:
+    assert tuple(LAYER_ORDERS_TABLE) == LAYER_NAMES
+
+
+def test_a_users_marts_show_the_first_top_products_and_categories() -> None:
+    marts = UserMarts(ANNA, [("Пицца Маргарита", 3), ("Суп", 1)], [("Пицца", 3), ("Супы", 1)])
+
+    assert reports.marts_report(marts, top=1) == (
+        "user Anna (anna_k, 6276e8cd0cf48b4cded00870)\n"
+        "  products:\n"
+        "        3  Пицца Маргарита\n"
+        "  categories:\n"
+        "        3  Пицца"
+    )
+    assert reports.marts_report(UserMarts(ANNA, [], []), top=5) == (
+        "user Anna (anna_k, 6276e8cd0cf48b4cded00870): no counted orders"
+    )
+
+
+def test_the_top_users_of_a_category_and_the_top_pairs() -> None:
+    assert reports.marts_report(CategoryUsers("Супы", []), top=5) == (
+        "no counted orders in category 'Супы'"
+    )
+    assert reports.marts_report(CategoryUsers("Супы", [("Anna", "anna_k", 12)]), top=5) == (
+        "top users of Супы:\n     12  Anna (anna_k)"
+    )
+    assert reports.marts_report(TopPairs([("Anna", "anna_k", "Супы", 12)]), top=5) == (
+        "top (user, category) pairs:\n     12  Anna (anna_k): Супы"
+    )
+
+
+def test_status_shows_what_the_probed_workers_answer_and_a_dash_for_the_others() -> None:
+    status = Status(states(lag=1234), {"stg": 9001}, {"stg": "down"}, {"stg.order_events": 5000})
+
+    lines = reports.status_report(status).splitlines()
+
+    assert lines[1] == "stg         1       down     1,234         10             0  stg-service"
+    assert lines[2].split()[2] == "-"
+    assert "local: /readyz of the worker on 127.0.0.1:9001 (scripts/pipeline)" in lines[4]
+    assert lines[-1] == f"{'stg.order_events':<34} {'5,000':>10}"
+
+
+def test_a_summary_compares_with_the_baseline() -> None:
+    totals = Totals(5, 4, 3, 9, 2, 6)
+    summary = Summary(totals, states(), [UserMarts(ANNA, [], [])])
+
+    text = reports.summary_report(summary, baseline=totals, top=5)
+
+    assert "compared with before this run: unchanged" in text
+    assert "dead letters: stg 0, dds 0, cdm 0" in text
+    assert text.endswith("\n\nuser Anna (anna_k, 6276e8cd0cf48b4cded00870): no counted orders")
+
+
+def test_replay_and_dead_letters_read_a_line_each() -> None:
+    assert reports.replay_report([Reset("stg-service", "orders", 3, 1200)]) == (
+        "stg-service: back to the beginning of orders (3 partition(s), 1,200 messages to read "
+        "again)\nstart the workers to replay (scripts/pipeline start); the marts end the same"
+    )
+    letter = StoredDeadLetter(
+        None, None, {"dwh.stage": "stg", "dwh.source.topic": "orders"}, 0, 7, redriven=True
+    )
+    assert reports.dead_letters_report([letter], "orders-dlq") == (
+        "0:7  stage=stg  from=orders:?:?  reason=  (redriven)\n1 dead letter(s) in orders-dlq"
+    )
+
+
+def test_a_group_or_topic_goes_with_one_layer() -> None:
+    assert replay_targets("dds", group="g", topic=None) == [("g", LAYERS["dds"].source_topic)]
+    assert len(replay_targets("all", group=None, topic=None)) == len(LAYER_NAMES)
+    with pytest.raises(OperatorError, match="--group and --topic name one layer's group"):
+        replay_targets("all", group="g", topic=None)
