@@ -1,4 +1,4 @@
-"""The dictionaries (CONTRACT.md §1.2) in Redis: one key space of users and restaurants,
+"""The dictionaries (docs/CONTRACT.md §1.2) in Redis: one key space of users and restaurants,
 each value the entity's JSON as stored."""
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ is not an int, ``1.5`` is not an int, ``true`` is not an int), missing fields ar
 rejected, and the error names the path (``$.payload.order_items[0].price: expected int,
 got string``). Unknown extra fields are tolerated, since the feeds may grow.
 
-Every value must also fit where the warehouse stores it (CONTRACT.md §7), so that
+Every value must also fit where the warehouse stores it (docs/CONTRACT.md §7), so that
 nothing is wrapped, truncated or refused later by PostgreSQL: integers are at most
 :data:`MAX_INTEGER` in magnitude (money is stored as ``numeric(19,5)``), an order id
 fits PostgreSQL's ``int``, text is at most :data:`MAX_TEXT` characters (a business key
@@ -217,7 +217,7 @@ def _parse_object(data: bytes, cls: type[T]) -> T:
 
 
 def parse_order(data: bytes) -> Order:
-    """An order message of CONTRACT.md §1.1; anything but ``object_type == "order"`` is
+    """An order message of docs/CONTRACT.md §1.1; anything but ``object_type == "order"`` is
     invalid."""
     document = _decode_object(data)
     # PostgreSQL stores no NUL in text, and STG stores the message text as it came, every

@@ -25,7 +25,7 @@ from dwh_core.versions import Version
 
 
 class DictionaryReader(Protocol):
-    """Users and restaurants (CONTRACT.md §1.2), one key space, values as stored."""
+    """Users and restaurants (docs/CONTRACT.md §1.2), one key space, values as stored."""
 
     def fetch(self, ids: Collection[str]) -> Mapping[str, bytes]:
         """The raw JSON value of each id that exists; absent ids are left out."""

@@ -3,7 +3,7 @@
 A version is newer when its ``update_ts`` is greater. Two versions with the **same**
 ``update_ts`` and different content are told apart by a tie-break, so that every layer
 picks the same winner whatever the order of arrival, and a rebuild from scratch equals
-the incremental result (CONTRACT.md §7):
+the incremental result (docs/CONTRACT.md §7):
 
 1. the later final status in the lifecycle wins:
    OPEN < COOKING < DELIVERING < CLOSED < CANCELLED (any other status ranks below OPEN);

@@ -1,6 +1,6 @@
 """Smoke tests for the local stack (`scripts/stack up`): Kafka, Redis and PostgreSQL really work.
 
-Connection settings come from the same environment variables the workers use (CONTRACT.md §6),
+Connection settings come from the same environment variables the workers use (docs/CONTRACT.md §6),
 defaulting to the local stack on 127.0.0.1. Every name (topic, group, key, schema) is unique per
 test, so the tests can run against a shared stack and in any order. Nothing sleeps: waiting is
 polling with a deadline.

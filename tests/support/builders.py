@@ -1,4 +1,4 @@
-"""Small builders for test data in the exact wire formats of CONTRACT.md §1."""
+"""Small builders for test data in the exact wire formats of docs/CONTRACT.md §1."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The mart semantics of CONTRACT.md §4, case by case."""
+"""The mart semantics of docs/CONTRACT.md §4, case by case."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Every value stored exactly or rejected with its path, and one winner for versions of
-an order with the same ``update_ts``, whatever the arrival order (CONTRACT.md §7)."""
+an order with the same ``update_ts``, whatever the arrival order (docs/CONTRACT.md §7)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from dwh_core.parsing import (
     parse_user,
 )
 from dwh_core.versions import content_hash, tiebreak
-from tests.support import oracle
+from dwh_workers import oracle
 from tests.support.builders import order, to_bytes
 from tests.support.pipeline import sample_pipeline
 
@@ -187,7 +187,7 @@ def test_every_arrival_order_of_tied_versions_gives_the_same_warehouse(
 
 
 def _rule(raw: bytes) -> tuple[int, bytes]:
-    """The rule as CONTRACT.md §7 states it, written apart from dwh_core.versions."""
+    """The rule as docs/CONTRACT.md §7 states it, written apart from dwh_core.versions."""
     return oracle.rank(json.loads(raw)["payload"]["final_status"]), hashlib.md5(raw).digest()
 
 

@@ -1,5 +1,5 @@
 """Dead letters for operators: list them, and send them back to where they came from
-once the cause is fixed (CONTRACT.md §5).
+once the cause is fixed (docs/CONTRACT.md §5).
 
 A redrive reads only a dead-letter topic, ``<source>-dlq``, and sends its letters only
 to ``<source>``, each with its original key and bytes; a letter whose

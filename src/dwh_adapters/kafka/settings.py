@@ -1,4 +1,4 @@
-"""How to reach the Kafka cluster (CONTRACT.md §6): the broker list and its security;
+"""How to reach the Kafka cluster (docs/CONTRACT.md §6): the broker list and its security;
 and how a consumer is a member of its group."""
 
 from __future__ import annotations

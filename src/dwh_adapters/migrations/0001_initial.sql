@@ -1,4 +1,4 @@
--- The warehouse tables of CONTRACT.md §3. The DDS tables match the specs in
+-- The warehouse tables of docs/CONTRACT.md §3. The DDS tables match the specs in
 -- dwh_core.vault (HUBS, LINKS, SATELLITES); a test compares the live catalog with them.
 
 CREATE SCHEMA IF NOT EXISTS stg;
@@ -140,7 +140,7 @@ CREATE TABLE dds.satellite_state (
     PRIMARY KEY (satellite, hub_pk)
 );
 
--- CDM: the marts (CONTRACT.md §4) and the ledger that keeps them exact
+-- CDM: the marts (docs/CONTRACT.md §4) and the ledger that keeps them exact
 -- (dwh_core.counters.Contribution: what each order currently adds).
 CREATE TABLE cdm.user_product_counters (
     id           bigserial PRIMARY KEY,

@@ -1,7 +1,7 @@
 -- Every value stored exactly, ties decided one way, no value doubling as a marker
 -- (docs/CONTRACT.md §7).
 
--- Money as the original course stored it: integers of up to 14 digits, never wrapped.
+-- Money as numeric(19,5), the type of the original design: integers of up to 14 digits, never wrapped.
 ALTER TABLE dds.s_order_cost
     ALTER COLUMN cost TYPE numeric(19, 5),
     ALTER COLUMN payment TYPE numeric(19, 5);
