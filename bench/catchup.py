@@ -16,8 +16,8 @@ from bench.marts import Marts, read_totals
 from bench.processes import Process
 from bench.tables import Connection
 from dwh_adapters.kafka import KafkaSettings
+from dwh_workers.topology import LAYER_NAMES
 
-LAYERS = ("stg", "dds", "cdm")
 POLL_S = 0.1
 MARTS_GRACE_S = 10.0  # after every layer committed all: the marts must be right by then
 
@@ -78,7 +78,7 @@ def measure(
 ) -> CatchUp:
     """Start the processes (the backlog is already in the source topic) and time them."""
     offsets = CommittedOffsets(
-        kafka, {layer: (pipeline.topics[layer], pipeline.groups[layer]) for layer in LAYERS}
+        kafka, {layer: (pipeline.topics[layer], pipeline.groups[layer]) for layer in LAYER_NAMES}
     )
     try:
         return _Clock(label, conn, pipeline, orders, expected, offsets).run(start, deadline_s)
@@ -116,7 +116,7 @@ class _Clock:
             now = time.monotonic() - started
             self._check_alive(processes)
             self._observe(now)
-            if len(self._done) == len(LAYERS) and (
+            if len(self._done) == len(LAYER_NAMES) and (
                 self._marts_at is not None or now > max(self._done.values()) + MARTS_GRACE_S
             ):
                 break
@@ -135,7 +135,7 @@ class _Clock:
     def _observe(self, now: float) -> None:
         progress = self._offsets.read()
         upstream_done = True  # the backlog was complete before the start
-        for layer in LAYERS:
+        for layer in LAYER_NAMES:
             committed, total = progress[layer]
             if committed and layer not in self._first:
                 self._first[layer] = now
@@ -149,14 +149,15 @@ class _Clock:
             say(f"{self._label}: the marts hold the oracle's totals at {now:.1f} s")
         if not self._timeline or now - self._timeline[-1]["t"] >= 1.0:
             self._timeline.append(
-                {"t": round(now, 2), **{layer: progress[layer][0] for layer in LAYERS}}
+                {"t": round(now, 2), **{layer: progress[layer][0] for layer in LAYER_NAMES}}
             )
         if now >= self._next_report:
             self._next_report = now + (1.0 if now < 10 else 5.0)
             say(
                 f"{self._label}: {now:5.1f} s  "
                 + "  ".join(
-                    f"{layer} {progress[layer][0]:,}/{progress[layer][1]:,}" for layer in LAYERS
+                    f"{layer} {progress[layer][0]:,}/{progress[layer][1]:,}"
+                    for layer in LAYER_NAMES
                 )
             )
 
@@ -193,7 +194,7 @@ class _Clock:
                     orders_per_s=round(self._orders / self._done[layer], 1),
                     messages_per_s=round(self._totals[layer] / self._done[layer], 1),
                 )
-                for layer in LAYERS
+                for layer in LAYER_NAMES
             },
             timeline=self._timeline,
         )

@@ -34,11 +34,9 @@ import attrs
 import psycopg
 import redis
 from attrs import frozen
-from tests.support import oracle
 
 from bench.console import say
 from bench.faults import (
-    LAYERS,
     Fault,
     Feed,
     Outcome,
@@ -57,7 +55,9 @@ from bench.processes import REPO
 from dwh_adapters.kafka import KafkaSettings, ensure_topics, read_dead_letters
 from dwh_core.hashing import hash_key
 from dwh_core.messages import dead_letter_topic
+from dwh_workers import oracle
 from dwh_workers.sample import Dictionaries, OrderGenerator, dictionary_entries, sample_dictionaries
+from dwh_workers.topology import DDS_TOPIC, LAYER_NAMES, STG_TOPIC
 
 RESUME_DEADLINE_S = 120.0
 MIN_RESUME_DEADLINE_S = 20.0
@@ -160,7 +160,7 @@ class Run:
         watcher = Watcher(kafka)
         watcher.start()
         try:
-            for layer in LAYERS:
+            for layer in LAYER_NAMES:
                 workers.start(layer)
             feed.start()
             self._inject_all(services, workers, watcher, feed)
@@ -239,14 +239,14 @@ class Run:
     def _caught_up(self, watcher: Watcher) -> bool:
         """Every layer committed all its input, upstream first (one pass after another,
         so a layer is done only once the one before it is)."""
-        for layer in LAYERS:
+        for layer in LAYER_NAMES:
             done, total = watcher.committed(layer), watcher.total(layer)
             if done is None or total is None or done < total:
                 return False
         return True
 
     def _verdict(self, data: Input) -> oracle.Verdict:
-        """What the contract says of everything sent (tests.support.oracle), judged
+        """What the contract says of everything sent (dwh_workers.oracle), judged
         once the last probe is sent."""
         if self._judged is None:
             contract = oracle.Dictionaries(dictionary_entries(self.dictionaries))
@@ -332,7 +332,7 @@ def _dead_letters(kafka: KafkaSettings, data: Input, feed: Feed) -> dict[str, An
     by_offset: dict[int, list[str]] = {}
     valid_rejected: list[str] = []
     per_topic: dict[str, int] = {}
-    for layer in LAYERS:
+    for layer in LAYER_NAMES:
         topic = dead_letter_topic(source_topic(layer))
         letters = read_dead_letters(kafka, topic)
         per_topic[topic] = len(letters)
@@ -431,11 +431,7 @@ class _Services:
             check=True, cwd=REPO, timeout=120, env=worker_env(self.env(), {}),
             capture_output=True,
         )  # fmt: skip
-        topics = [source_topic(layer) for layer in LAYERS] + [
-            "stg-service-orders",
-            "dds-service-orders",
-        ]
-        topics = sorted(set(topics))
+        topics = sorted({source_topic(layer) for layer in LAYER_NAMES} | {STG_TOPIC, DDS_TOPIC})
         ensure_topics(self.kafka_settings(), topics + [dead_letter_topic(t) for t in topics])
         client = redis.Redis(host="127.0.0.1", port=self.redis.port)
         client.mset(dictionary_entries(dictionaries))

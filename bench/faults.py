@@ -18,19 +18,18 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from bench.kafka import producer
 from bench.processes import Process, start
 from dwh_adapters.kafka import KafkaSettings
-from dwh_workers.config import LAYERS as LAYER_DEFAULTS
+from dwh_workers.topology import LAYER_NAMES, LAYERS
 
-LAYERS = ("stg", "dds", "cdm")
 SAMPLE_S = 0.1
 _REQUEST_S = 1.0  # short: a sample must not hang while the broker restarts
 
 
 def source_topic(layer: str) -> str:
-    return LAYER_DEFAULTS[layer].source_topic
+    return LAYERS[layer].source_topic
 
 
 def group(layer: str) -> str:
-    return LAYER_DEFAULTS[layer].consumer_group
+    return LAYERS[layer].consumer_group
 
 
 # --- the workers ---------------------------------------------------------------------------
@@ -174,16 +173,16 @@ class Watcher(threading.Thread):
                     "log_level": 0,
                 }
             )
-            for layer in LAYERS
+            for layer in LAYER_NAMES
         }
         self._partitions: dict[str, list[int]] = {}
         self._lock = threading.Lock()
-        self._samples: dict[str, list[tuple[float, int]]] = {layer: [] for layer in LAYERS}
+        self._samples: dict[str, list[tuple[float, int]]] = {layer: [] for layer in LAYER_NAMES}
         self._stopping = threading.Event()
 
     def run(self) -> None:
         while not self._stopping.wait(SAMPLE_S):
-            for layer in LAYERS:
+            for layer in LAYER_NAMES:
                 value = self.committed(layer)
                 if value is not None:
                     with self._lock:
@@ -265,14 +264,15 @@ class Fault:
         )
 
 
-AFFECTED = {"postgres": LAYERS, "kafka": LAYERS, "redis": ("stg",)}  # Redis: STG's enrichment
+# Redis: STG's enrichment
+AFFECTED = {"postgres": LAYER_NAMES, "kafka": LAYER_NAMES, "redis": ("stg",)}
 
 
 def schedule(kills: int, restarts: int, seed: int) -> list[Fault]:
     """``kills`` SIGKILLs spread over the layers (each layer once before any twice) and
     ``restarts`` of each service, in a seeded random order."""
     rng = random.Random(seed)
-    layers = [LAYERS[i % len(LAYERS)] for i in range(kills)]
+    layers = [LAYER_NAMES[i % len(LAYER_NAMES)] for i in range(kills)]
     faults = [Fault(f"kill-{layer}", (layer,)) for layer in layers]
     faults += [Fault(kind, AFFECTED[kind]) for kind in AFFECTED for _ in range(restarts)]
     rng.shuffle(faults)

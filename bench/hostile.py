@@ -7,7 +7,7 @@ NULs, invalid UTF-8, unknown users and menu items, and also *valid* extremes (mo
 that must be counted, not rejected.
 
 Each case says whether the contract takes it as valid, and the generator checks that
-against the contract oracle of the tests (``tests.support.oracle``, written from the
+against the contract oracle of the tests (``dwh_workers.oracle``, written from the
 contract alone), which also says what the marts must hold.
 """
 
@@ -20,8 +20,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from attrs import frozen
-from tests.support import oracle
 
+from dwh_workers import oracle
 from dwh_workers.sample import Dictionaries, dictionary_entries
 
 MAX_MAGNITUDE = 99_999_999_999_999

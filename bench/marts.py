@@ -1,5 +1,5 @@
 """The marts as they are in PostgreSQL, against the oracle of the tests
-(tests/support/oracle.py, written independently of the pipeline).
+(src/dwh_workers/oracle.py, written independently of the pipeline).
 
 Only the counters of the run's own users are read: the stack is shared, and other
 pipelines (tests, other runs) may write into the same tables meanwhile. The benchmark's
@@ -15,9 +15,9 @@ from typing import Any
 
 from attrs import frozen
 from psycopg import sql
-from tests.support.oracle import expected_marts, newest_versions
 
 from bench.tables import Connection
+from dwh_workers.oracle import expected_marts, newest_versions
 
 Counts = Counter[tuple[uuid.UUID, uuid.UUID]]
 _TABLES = (("user_product_counters", "product_id"), ("user_category_counters", "category_id"))
@@ -26,7 +26,7 @@ _TABLES = (("user_product_counters", "product_id"), ("user_category_counters", "
 @frozen
 class Marts:
     """(user key, product key) -> count and (user key, category key) -> count; counters
-    at zero are left out (CONTRACT.md §4 lets them stay in the tables)."""
+    at zero are left out (docs/CONTRACT.md §4 lets them stay in the tables)."""
 
     products: Counts
     categories: Counts

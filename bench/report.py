@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.catchup import LAYERS
+from dwh_workers.topology import LAYER_NAMES
 
 FRESHNESS_COLUMNS = {"p50_ms": "p50 ms", "p95_ms": "p95 ms", "p99_ms": "p99 ms", "max_ms": "max ms"}
 
@@ -15,7 +15,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Issue 7's targets, each with what this run measured and whether it was met."""
     headline, catch_up, workers = results["headline"], results["catch_up"], results["workers"]
     ours = headline["ours_orders_per_s"]
-    heaviest = max(LAYERS, key=lambda layer: workers[layer]["peak_rss_mib"])
+    heaviest = max(LAYER_NAMES, key=lambda layer: workers[layer]["peak_rss_mib"])
     peak = workers[heaviest]["peak_rss_mib"]
     found = [
         {
@@ -201,7 +201,7 @@ def _layers_table(results: dict[str, Any]) -> list[str]:
     catch_up, workers = results["catch_up"], results["workers"]
     naive = results["baseline"]
     rows = []
-    for layer in LAYERS:
+    for layer in LAYER_NAMES:
         timing, worker = catch_up["layers"][layer], workers[layer]
         naive_timing = naive["catch_up"]["layers"][layer]
         rows.append(

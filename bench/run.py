@@ -27,10 +27,9 @@ from typing import Any
 
 import attrs
 from attrs import frozen
-from tests.support.processes import Topology
 
 from bench import baseline, floor, freshness
-from bench.catchup import LAYERS, Pipeline, measure
+from bench.catchup import Pipeline, measure
 from bench.console import say
 from bench.kafka import produce_backlog
 from bench.machine import describe, load_average
@@ -41,8 +40,10 @@ from dwh_adapters.kafka import delete_topics, ensure_topics, topic_message_count
 from dwh_adapters.postgres.settings import connect
 from dwh_adapters.postgres.tables import truncate_all
 from dwh_core.hashing import hash_key
+from dwh_core.messages import dead_letter_topic
 from dwh_workers import config
 from dwh_workers.sample import Dictionaries, OrderGenerator, dictionary_entries, sample_dictionaries
+from dwh_workers.topology import LAYER_NAMES, Topology
 
 
 @frozen
@@ -135,13 +136,14 @@ class Run:
         cpu_after = service_cpu()
         say(f"caught up in {catch_up.seconds:.2f} s, exact: {catch_up.exact}")
         self.results["workers"] = {
-            layer: self._worker_report(layer, catch_up.seconds) for layer in LAYERS
+            layer: self._worker_report(layer, catch_up.seconds) for layer in LAYER_NAMES
         }
         self.results["catch_up"] = {
             **attrs.asdict(catch_up),
             "produce_s": round(produce_s, 3),
             "dead_letters": sum(
-                topic_message_count(kafka, f"{self.ours.topic(layer)}-dlq") for layer in LAYERS
+                topic_message_count(kafka, dead_letter_topic(self.ours.topic(layer)))
+                for layer in LAYER_NAMES
             ),
             "services_cpu_s": {
                 name: round(cpu_after[name] - cpu_before.get(name, 0.0), 2)
@@ -181,12 +183,12 @@ class Run:
 
     def _stop_workers(self) -> None:
         """Read their CPU and peak memory while they live, then stop them."""
-        for layer in LAYERS:
+        for layer in LAYER_NAMES:
             usage = self.processes[layer].usage()
             self.results["workers"][layer].update(
                 cpu_s=round(usage.cpu_s, 2), peak_rss_mib=round(usage.peak_rss_mib, 1)
             )
-        exit_codes = stop_all({layer: self.processes.pop(layer) for layer in LAYERS})
+        exit_codes = stop_all({layer: self.processes.pop(layer) for layer in LAYER_NAMES})
         for layer, code in exit_codes.items():
             self.results["workers"][layer]["exit_code"] = code
 
@@ -206,7 +208,7 @@ class Run:
             self._start_baseline,
             deadline_s=120 + orders * 2,
         )
-        names = {layer: f"baseline-{layer}" for layer in LAYERS}
+        names = {layer: f"baseline-{layer}" for layer in LAYER_NAMES}
         usage = {layer: self.processes[name].usage() for layer, name in names.items()}
         exit_codes = stop_all({layer: self.processes.pop(name) for layer, name in names.items()})
         self.results["baseline"] = {
@@ -217,7 +219,7 @@ class Run:
                     "peak_rss_mib": round(usage[layer].peak_rss_mib, 1),
                     "exit_code": exit_codes[layer],
                 }
-                for layer in LAYERS
+                for layer in LAYER_NAMES
             },
         }
 
@@ -252,16 +254,16 @@ class Run:
         return env
 
     def _start_workers(self) -> dict[str, Process]:
-        for layer in LAYERS:
+        for layer in LAYER_NAMES:
             port = free_port()
             env = self._env(self.ours, layer, DWH_HTTP_PORT=str(port), **self.options.worker_env)
             module = f"dwh_workers.{layer}"
             self.processes[layer] = start(layer, module, [], env, self.log_dir, port)
-        return {layer: self.processes[layer] for layer in LAYERS}
+        return {layer: self.processes[layer] for layer in LAYER_NAMES}
 
     def _start_baseline(self) -> dict[str, Process]:
         started = {}
-        for layer in LAYERS:
+        for layer in LAYER_NAMES:
             name = f"baseline-{layer}"
             env = self._env(self.naive, layer)
             process = start(name, "bench.baseline", [layer], env, self.log_dir)
@@ -270,8 +272,8 @@ class Run:
 
     def _pipeline(self, topology: Topology, marts_schema: str) -> Pipeline:
         return Pipeline(
-            topics={layer: topology.topic(layer) for layer in LAYERS},
-            groups={layer: topology.group(layer) for layer in LAYERS},
+            topics={layer: topology.topic(layer) for layer in LAYER_NAMES},
+            groups={layer: topology.group(layer) for layer in LAYER_NAMES},
             marts_schema=marts_schema,
             users=self._users,
         )

@@ -1,6 +1,6 @@
 """Settings from the environment: the one place configuration is read.
 
-The names are those of CONTRACT.md §6 (the original services' names) plus ``DWH_*``
+The names are those of docs/CONTRACT.md §6 (the original services' names) plus ``DWH_*``
 names of ours; docs/configuration.md lists every one with its default. A bad or
 missing value raises :class:`ConfigError` whose message names the variable, and the
 worker prints that one line and exits.
@@ -28,6 +28,7 @@ from dwh_adapters.kafka import KafkaSettings
 from dwh_adapters.kafka.settings import MIN_SESSION_TIMEOUT_MS, valid_instance_id
 from dwh_adapters.postgres.settings import PgSettings
 from dwh_adapters.redis import RedisSettings
+from dwh_workers.topology import LAYERS
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 TLS_PROTOCOLS = ("SSL", "SASL_SSL")
@@ -42,23 +43,6 @@ LOG_FORMATS = ("json", "text")
 
 class ConfigError(ValueError):
     """A setting is missing or invalid; ``str()`` is one line naming it."""
-
-
-@frozen
-class Layer:
-    """A layer's defaults: what it reads, what it writes, its consumer group."""
-
-    name: str
-    source_topic: str
-    destination_topic: str | None
-    consumer_group: str
-
-
-LAYERS = {
-    "stg": Layer("stg", "order-service_orders", "stg-service-orders", "stg-service"),
-    "dds": Layer("dds", "stg-service-orders", "dds-service-orders", "dds-service"),
-    "cdm": Layer("cdm", "dds-service-orders", None, "cdm-service"),
-}
 
 
 @frozen

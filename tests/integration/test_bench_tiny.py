@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from dwh_workers.topology import LAYER_NAMES
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,7 +64,6 @@ FLOOR_SET_KEYS = _names("tables rows bytes seconds orders_per_s")
 FRESHNESS_KEYS = _names(
     "rate seconds probes achieved_rate visible p50_ms p95_ms p99_ms max_ms mean_ms"
 )
-LAYERS = ("stg", "dds", "cdm")
 
 
 @pytest.fixture(scope="module")
@@ -107,9 +108,9 @@ def test_the_results_hold_every_figure(run: tuple[dict[str, Any], Path]) -> None
         found = results[section] if section else results
         assert keys <= found.keys(), f"{section or 'top level'} lacks {keys - found.keys()}"
     for pipeline in (results["catch_up"], results["baseline"]["catch_up"]):
-        assert set(pipeline["layers"]) == set(LAYERS)
+        assert set(pipeline["layers"]) == set(LAYER_NAMES)
         assert all(timing.keys() >= LAYER_KEYS for timing in pipeline["layers"].values())
-    assert set(results["workers"]) == set(results["baseline"]["processes"]) == set(LAYERS)
+    assert set(results["workers"]) == set(results["baseline"]["processes"]) == set(LAYER_NAMES)
     assert all(worker.keys() >= WORKER_KEYS for worker in results["workers"].values())
     assert results["floor"]["vault_and_marts"].keys() >= FLOOR_SET_KEYS
     assert results["floor"]["all_written"].keys() >= FLOOR_SET_KEYS

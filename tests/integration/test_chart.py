@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from dwh_workers import config
+from dwh_workers.topology import LAYER_NAMES, LAYERS
 from tests.support.chart import (
     CHART,
     KUBE_VERSION,
@@ -50,9 +51,8 @@ VALUES_FILES = {
     "plaintext": PLAINTEXT_VALUES,
     "prod": PROD_VALUES,
 }
-LAYERS = ("stg", "dds", "cdm")
 
-# CONTRACT.md §6: the names the original services used.
+# docs/CONTRACT.md §6: the names the original services used.
 CONTRACT_SETTINGS = (
     "KAFKA_HOST",
     "KAFKA_PORT",
@@ -173,7 +173,7 @@ def test_each_enabled_layer_gets_a_deployment_a_configmap_and_a_pdb(
     manifests: list[Manifest],
 ) -> None:
     for kind in ("Deployment", "ConfigMap", "PodDisruptionBudget"):
-        assert sorted(component(m) for m in of_kind(manifests, kind)) == sorted(LAYERS), kind
+        assert sorted(component(m) for m in of_kind(manifests, kind)) == sorted(LAYER_NAMES), kind
     for deployment in of_kind(manifests, "Deployment"):
         layer = component(deployment)
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
@@ -189,18 +189,15 @@ def test_configmaps_carry_the_contract_setting_names(manifests: list[Manifest]) 
 
 
 def test_layers_get_their_topics_and_groups(minimal_manifests: list[Manifest]) -> None:
+    """The chart's values name what dwh_workers.topology names: one source, checked."""
     data = {component(m): m["data"] for m in of_kind(minimal_manifests, "ConfigMap")}
-    assert data["stg"]["KAFKA_SOURCE_TOPIC"] == "order-service_orders"
-    assert data["stg"]["KAFKA_DESTINATION_TOPIC"] == "stg-service-orders"
-    assert data["dds"]["KAFKA_SOURCE_TOPIC"] == "stg-service-orders"
-    assert data["dds"]["KAFKA_DESTINATION_TOPIC"] == "dds-service-orders"
-    assert data["cdm"]["KAFKA_SOURCE_TOPIC"] == "dds-service-orders"
+    assert data.keys() == LAYERS.keys()
+    for name, layer in LAYERS.items():
+        assert data[name]["KAFKA_SOURCE_TOPIC"] == layer.source_topic
+        assert data[name].get("KAFKA_DESTINATION_TOPIC") == layer.destination_topic
+        assert data[name]["KAFKA_CONSUMER_GROUP"] == layer.consumer_group
+    assert data["stg"]["KAFKA_SOURCE_TOPIC"] == "order-service_orders"  # the order service's
     assert "KAFKA_DESTINATION_TOPIC" not in data["cdm"]
-    assert {layer: d["KAFKA_CONSUMER_GROUP"] for layer, d in data.items()} == {
-        "stg": "stg-service",
-        "dds": "dds-service",
-        "cdm": "cdm-service",
-    }
 
 
 def test_every_variable_the_chart_sets_is_documented(manifests: list[Manifest]) -> None:
@@ -285,7 +282,7 @@ def test_service_monitors_select_a_metrics_service_per_layer(
 ) -> None:
     services = {component(s): s for s in of_kind(prod_manifests, "Service")}
     monitors = {component(s): s for s in of_kind(prod_manifests, "ServiceMonitor")}
-    assert sorted(services) == sorted(monitors) == sorted(LAYERS)
+    assert sorted(services) == sorted(monitors) == sorted(LAYER_NAMES)
     for layer, monitor in monitors.items():
         assert monitor["spec"]["selector"]["matchLabels"] == services[layer]["spec"]["selector"]
         assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
@@ -331,7 +328,7 @@ def container_env(deployment: Manifest) -> list[Manifest]:
 
 def test_each_worker_pod_is_a_static_member_named_after_itself(manifests: list[Manifest]) -> None:
     deployments = of_kind(manifests, "Deployment")
-    assert sorted(component(d) for d in deployments) == sorted(LAYERS)
+    assert sorted(component(d) for d in deployments) == sorted(LAYER_NAMES)
     for deployment in deployments:
         env = container_env(deployment)
         assert [e for e in env if e["name"] == "DWH_INSTANCE_ID"] == [INSTANCE_ID_ENV]
@@ -349,7 +346,7 @@ def test_the_session_timeout_and_an_instance_id_of_ones_own_reach_the_container(
     )
     data = {component(m): m["data"] for m in of_kind(manifests, "ConfigMap")}
     assert {layer: d["DWH_SESSION_TIMEOUT_MS"] for layer, d in data.items()} == dict.fromkeys(
-        LAYERS, "45000"
+        LAYER_NAMES, "45000"
     )
     env = {component(d): container_env(d) for d in of_kind(manifests, "Deployment")}
     # The override comes after the pod name; in a container's env the last entry wins.
@@ -365,7 +362,7 @@ def test_an_existing_secret_means_the_chart_renders_none(prod_manifests: list[Ma
 
 def test_keda_caps_max_replicas_at_the_partitions(prod_manifests: list[Manifest]) -> None:
     scaled = of_kind(prod_manifests, "ScaledObject")
-    assert sorted(component(s) for s in scaled) == sorted(LAYERS)
+    assert sorted(component(s) for s in scaled) == sorted(LAYER_NAMES)
     for s in scaled:
         assert s["spec"]["maxReplicaCount"] == 6  # keda.maxReplicaCount 12, partitions 6
         (trigger,) = s["spec"]["triggers"]
@@ -886,7 +883,7 @@ def compose() -> dict[str, Any]:
 
 def test_compose_has_the_stack_and_the_three_workers(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert {"kafka", "postgres", "redis", "migrate", *LAYERS} <= set(services)
+    assert {"kafka", "postgres", "redis", "migrate", *LAYER_NAMES} <= set(services)
     assert services["kafka"]["image"] == "apache/kafka:4.1.1"
     assert services["postgres"]["image"] == "postgres:16"
     assert services["redis"]["image"] == "redis:7"
@@ -894,7 +891,7 @@ def test_compose_has_the_stack_and_the_three_workers(compose: dict[str, Any]) ->
     assert kafka_env["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert kafka_env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "1"
     assert kafka_env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "1"
-    for name in ("kafka", "postgres", "redis", *LAYERS):
+    for name in ("kafka", "postgres", "redis", *LAYER_NAMES):
         assert services[name]["healthcheck"]["test"], name
 
 
@@ -903,11 +900,11 @@ def test_compose_workers_build_the_containerfile_and_wait_for_migrate(
 ) -> None:
     services = compose["services"]
     assert services["migrate"]["command"] == ["python", "-m", "dwh_workers", "migrate"]
-    for name in ("migrate", *LAYERS):
+    for name in ("migrate", *LAYER_NAMES):
         assert services[name]["build"]["dockerfile"] == "Containerfile", name
         assert services[name]["user"] == "10001:10001", name
         assert services[name]["read_only"] is True, name
-    for layer in LAYERS:
+    for layer in LAYER_NAMES:
         service = services[layer]
         assert service["command"] == ["python", "-m", f"dwh_workers.{layer}"]
         assert service["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}

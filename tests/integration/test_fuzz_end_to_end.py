@@ -1,4 +1,4 @@
-"""Hostile input through the three real workers (CONTRACT.md §5, §7): a few thousand
+"""Hostile input through the three real workers (docs/CONTRACT.md §5, §7): a few thousand
 messages, mostly valid orders (duplicates, replays, stale and tied versions) and several
 hundred fuzzed ones, over dictionaries with broken entries in Redis. The marts, and the
 newest version STG keeps of each order, are exactly the oracle's; the dead-letter topic
@@ -23,20 +23,12 @@ from dwh_adapters.kafka import consumer_group_lag, read_dead_letters
 from dwh_adapters.postgres.marts import PostgresMarts
 from dwh_adapters.postgres.settings import PgSettings, connect
 from dwh_adapters.redis import RedisDictionaryReader
+from dwh_workers import oracle
 from dwh_workers.sample import OrderGenerator, dictionary_entries, sample_dictionaries
-from tests.support import oracle
+from dwh_workers.topology import LAYER_NAMES, Topology
 from tests.support.databases import fresh_database
 from tests.support.fuzz import dumps, extend_order, mutate_entry, mutate_order, tied_version
-from tests.support.processes import (
-    KAFKA,
-    LAYERS,
-    REDIS,
-    Topology,
-    produce,
-    provisioned,
-    running,
-    wait_for,
-)
+from tests.support.processes import KAFKA, REDIS, produce, provisioned, running, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -120,7 +112,7 @@ def caught_up(topology: Topology) -> bool:
     pipeline, so a layer is only seen idle after the one before it has published all."""
     return all(
         not any(consumer_group_lag(KAFKA, topology.group(layer), topology.topic(layer)).values())
-        for layer in LAYERS
+        for layer in LAYER_NAMES
     )
 
 

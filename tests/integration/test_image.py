@@ -21,7 +21,9 @@ from dwh_adapters.postgres.marts import PostgresMarts
 from dwh_adapters.postgres.settings import PgSettings
 from dwh_adapters.redis import RedisDictionaryWriter
 from dwh_workers import config
+from dwh_workers.oracle import expected_marts
 from dwh_workers.sample import OrderGenerator, dictionary_entries, sample_dictionaries
+from dwh_workers.topology import LAYER_NAMES, Topology
 from tests.support.databases import fresh_database
 from tests.support.image import (
     Image,
@@ -37,8 +39,7 @@ from tests.support.image import (
     status_field,
     working_containers,
 )
-from tests.support.oracle import expected_marts
-from tests.support.processes import LAYERS, LOG_DIR, Topology, produce, wait_for
+from tests.support.processes import LOG_DIR, produce, wait_for
 from tests.support.secure import chart_envs, secure_env
 
 pytestmark = pytest.mark.integration
@@ -161,7 +162,7 @@ def test_the_image_migrates_and_its_workers_fill_the_marts_as_uid_10001_under_ti
     orders = list(OrderGenerator(DICTIONARIES, seed=31, update_share=0.3).messages(1500))
     topology = Topology(dbname=warehouse.dbname)
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    logs = {layer: LOG_DIR / f"{topology.suffix}-image-{layer}.log" for layer in LAYERS}
+    logs = {layer: LOG_DIR / f"{topology.suffix}-image-{layer}.log" for layer in LAYER_NAMES}
     ensure_topics(services.kafka, topology.all_topics(), partitions=3)
     with RedisDictionaryWriter(services.redis) as writer:
         writer.put_many(dictionary_entries(DICTIONARIES))
@@ -171,7 +172,7 @@ def test_the_image_migrates_and_its_workers_fill_the_marts_as_uid_10001_under_ti
         workers: dict[str, subprocess.Popen[bytes]] = {}
         codes: dict[str, int | None] = {}
         try:
-            for layer in LAYERS:
+            for layer in LAYER_NAMES:
                 env = worker_env(topology, layer, rendered[layer])
                 log = stack.enter_context(logs[layer].open("wb"))
                 workers[layer] = start(image, env, command(layer), log, ca_dir)
@@ -195,6 +196,8 @@ def test_the_image_migrates_and_its_workers_fill_the_marts_as_uid_10001_under_ti
                 assert not extra, f"{sorted(extra)} reached the {layer} worker, not given"
         finally:
             codes = {layer: terminate(process) for layer, process in workers.items()}
-    assert codes == dict.fromkeys(LAYERS, 0), f"exit statuses {codes}; logs: {list(logs.values())}"
+    assert codes == dict.fromkeys(LAYER_NAMES, 0), (
+        f"exit statuses {codes}; logs: {list(logs.values())}"
+    )
     left = set(working_containers(TAG)) - set(containers_before)
     assert not left, f"scripts/image run left working containers {sorted(left)}"

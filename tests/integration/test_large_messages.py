@@ -35,17 +35,10 @@ from dwh_adapters.postgres.settings import PgSettings
 from dwh_adapters.redis import RedisDictionaryWriter
 from dwh_core.messages import MAX_REASON, dead_letter_topic
 from dwh_workers.sample import dictionary_entries, sample_dictionaries
+from dwh_workers.topology import Topology
 from tests.support.builders import order, to_bytes
 from tests.support.databases import fresh_database
-from tests.support.processes import (
-    KAFKA,
-    REDIS,
-    Topology,
-    WorkerProcess,
-    produce,
-    start_worker,
-    wait_for,
-)
+from tests.support.processes import KAFKA, REDIS, WorkerProcess, produce, start_worker, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -20,19 +20,11 @@ from dwh_adapters.kafka import (
 )
 from dwh_adapters.postgres.marts import PostgresMarts
 from dwh_adapters.postgres.settings import PgSettings
+from dwh_workers.oracle import expected_marts
 from dwh_workers.sample import OrderGenerator, dictionary_entries, sample_dictionaries
+from dwh_workers.topology import LAYER_NAMES, Topology
 from tests.support.databases import fresh_database
-from tests.support.oracle import expected_marts
-from tests.support.processes import (
-    KAFKA,
-    LAYERS,
-    Topology,
-    produce,
-    provisioned,
-    running,
-    start_worker,
-    wait_for,
-)
+from tests.support.processes import KAFKA, produce, provisioned, running, start_worker, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -162,7 +154,7 @@ def test_sigkill_at_every_layer_in_the_middle_of_a_backlog_leaves_exact_marts(
 
 def reset_consumer_groups(topology: Topology) -> None:
     admin = AdminClient({"bootstrap.servers": KAFKA.bootstrap_servers})
-    futures = admin.delete_consumer_groups([topology.group(layer) for layer in LAYERS])
+    futures = admin.delete_consumer_groups([topology.group(layer) for layer in LAYER_NAMES])
     for future in futures.values():
         future.result(timeout=30)
 
@@ -185,7 +177,7 @@ def test_a_replay_from_the_beginning_changes_no_mart_and_grows_no_satellite(
             return all(
                 (lag := consumer_group_lag(KAFKA, topology.group(layer), topology.topic(layer)))
                 and not any(lag.values())
-                for layer in LAYERS
+                for layer in LAYER_NAMES
             )
 
         wait_for(replayed, 120, "the replay to reach the end of every topic")
@@ -206,8 +198,8 @@ def test_two_replicas_of_each_worker_give_the_same_marts_as_one(
     with running(topology, replicas=2):
         produce(topology.source, good[4000:])
         wait_for_marts(warehouse, good)
-        members = {layer: group_members(KAFKA, topology.group(layer)) for layer in LAYERS}
-    assert members == dict.fromkeys(LAYERS, 2), "a replica did not join its layer's group"
+        members = {layer: group_members(KAFKA, topology.group(layer)) for layer in LAYER_NAMES}
+    assert members == dict.fromkeys(LAYER_NAMES, 2), "a replica did not join its layer's group"
     with PostgresMarts(warehouse) as marts:
         names = marts.row_counts()
     assert names["dds.s_product_names"] == names["dds.h_product"]

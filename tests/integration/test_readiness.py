@@ -16,11 +16,11 @@ import pytest
 from dwh_adapters.kafka import KafkaSettings, consumer_group_lag
 from dwh_adapters.postgres.settings import PgSettings, connect
 from dwh_workers.sample import OrderGenerator, dictionary_entries, sample_dictionaries
+from dwh_workers.topology import Topology
 from tests.support.broker import PrivateBroker, private_broker
 from tests.support.databases import fresh_database
 from tests.support.processes import (
     KAFKA,
-    Topology,
     free_port,
     http_get,
     metric_total,

@@ -15,8 +15,9 @@ import pytest
 from dwh_adapters.postgres.marts import PostgresMarts
 from dwh_adapters.postgres.settings import PgSettings
 from dwh_workers.sample import OrderGenerator, dictionary_entries, sample_dictionaries
+from dwh_workers.topology import Topology
 from tests.support.databases import fresh_database
-from tests.support.processes import Topology, produce, provisioned, start_worker, wait_for
+from tests.support.processes import produce, provisioned, start_worker, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -19,16 +19,10 @@ from attrs import frozen
 from dwh_adapters.kafka import delete_topics, ensure_topics
 from dwh_adapters.postgres.settings import PgSettings
 from dwh_workers import config
+from dwh_workers.topology import Topology
 from tests.support.cli import dwh_command
 from tests.support.databases import fresh_database
-from tests.support.processes import (
-    Topology,
-    WorkerProcess,
-    free_port,
-    http_get,
-    start_worker,
-    wait_for,
-)
+from tests.support.processes import WorkerProcess, free_port, http_get, start_worker, wait_for
 from tests.support.secure import process_env, secrets, secure_env
 
 pytestmark = pytest.mark.integration

@@ -21,11 +21,12 @@ from dwh_adapters.kafka import topic_message_count as message_count
 from dwh_adapters.postgres.marts import PostgresMarts
 from dwh_adapters.postgres.settings import PgSettings
 from dwh_workers import config
+from dwh_workers.oracle import expected_marts
 from dwh_workers.sample import OrderGenerator, sample_dictionaries
+from dwh_workers.topology import LAYER_NAMES, Topology
 from tests.support.cli import dwh_command
 from tests.support.databases import fresh_database
-from tests.support.oracle import expected_marts
-from tests.support.processes import LAYERS, Topology, produce, running, wait_for
+from tests.support.processes import produce, running, wait_for
 from tests.support.secure import chart_envs, process_env, secrets, secure_env
 
 pytestmark = pytest.mark.integration
@@ -99,7 +100,7 @@ def test_the_pipeline_on_tls_and_scram_is_exact_with_nothing_but_the_production_
         {**settings, "PG_WAREHOUSE_DBNAME": warehouse.dbname}
     )
     env = process_env(rendered["migrate"])
-    workers_env = {layer: process_env(rendered[layer]) for layer in LAYERS}
+    workers_env = {layer: process_env(rendered[layer]) for layer in LAYER_NAMES}
     outputs = Outputs()
     good = list(OrderGenerator(DICTIONARIES, seed=5, update_share=0.3).messages(400))
     missing = DICTIONARIES.users[0]  # the user who orders most; loaded only later
@@ -155,14 +156,14 @@ def test_the_pipeline_on_tls_and_scram_is_exact_with_nothing_but_the_production_
     assert missing["login"] in outputs.dwh(env, "marts", "--user", missing["login"])
 
     # A replay of every layer from the beginning changes nothing.
-    for layer in LAYERS:
+    for layer in LAYER_NAMES:
         replayed = outputs.dwh(
             env, "replay", "--layer", layer, "--group", topology.group(layer),
             "--topic", topology.topic(layer),
         )  # fmt: skip
         assert "back to the beginning" in replayed
     with running(topology, base_env=workers_env) as workers:
-        for layer in LAYERS:  # in order: a layer's output is complete once it caught up
+        for layer in LAYER_NAMES:  # in order: a layer's output is complete once it caught up
             wait_for(partial(caught_up, kafka, topology, layer), DEADLINE_S, f"{layer} replayed")
         logs += [w.log_path for ws in workers.values() for w in ws]
     with PostgresMarts(warehouse) as marts:

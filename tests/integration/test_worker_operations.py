@@ -16,13 +16,12 @@ import pytest
 from dwh_adapters.kafka import KafkaSettings
 from dwh_adapters.postgres.marts import PostgresMarts
 from dwh_adapters.postgres.settings import PgSettings, connect
+from dwh_workers.oracle import expected_marts
 from dwh_workers.sample import OrderGenerator, dictionary_entries, sample_dictionaries
+from dwh_workers.topology import LAYER_NAMES, Topology
 from tests.support.broker import PrivateBroker, private_broker
 from tests.support.databases import fresh_database
-from tests.support.oracle import expected_marts
 from tests.support.processes import (
-    LAYERS,
-    Topology,
     free_port,
     http_get,
     metric_total,
@@ -97,7 +96,7 @@ def test_postgresql_and_redis_going_away_and_coming_back_lose_nothing(topology: 
     settings = PgSettings("127.0.0.1", 5432, topology.dbname or "", "dwh", "dwh")
     orders = list(OrderGenerator(DICTIONARIES, seed=31).messages(3000))
     products, categories = expected_marts(orders, DICTIONARIES.restaurants)
-    ports = {layer: free_port() for layer in LAYERS}
+    ports = {layer: free_port() for layer in LAYER_NAMES}
 
     def marts_exact() -> bool:
         with PostgresMarts(settings) as marts:

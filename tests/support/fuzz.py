@@ -8,7 +8,7 @@ bottom shrink a failure to the simplest mutation and value.
 A mutated message is bytes, because much of what is hostile cannot be a Python object:
 nesting deeper than ``json.dumps`` recurses, duplicate keys, invalid UTF-8, lone
 surrogates written as UTF-8, raw NULs, truncation. Whether the result is valid is not
-decided here but by the oracle (:mod:`tests.support.oracle`): many mutations keep a
+decided here but by the oracle (:mod:`dwh_workers.oracle`): many mutations keep a
 message valid on purpose (edge values that must be stored exactly).
 """
 

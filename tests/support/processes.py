@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -15,13 +14,13 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from attrs import define, field
+from attrs import define
 
 from dwh_adapters.kafka import KafkaPublisher, KafkaSettings, delete_topics, ensure_topics
 from dwh_adapters.redis import RedisDictionaryWriter, RedisSettings
 from dwh_core.messages import OutMessage
+from dwh_workers.topology import LAYER_NAMES, Topology
 
-LAYERS = ("stg", "dds", "cdm")
 KAFKA = KafkaSettings("127.0.0.1:9092")
 REDIS = RedisSettings("127.0.0.1", 6379)
 LOG_DIR = Path(__file__).resolve().parents[2] / ".stack" / "test-logs"
@@ -36,58 +35,6 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
-
-
-@define
-class Topology:
-    """Unique topic and group names of one test's pipeline."""
-
-    dbname: str | None = None
-    suffix: str = field(factory=lambda: uuid.uuid4().hex[:8])
-
-    @property
-    def source(self) -> str:
-        return f"orders-{self.suffix}"
-
-    def topic(self, layer: str) -> str:
-        return {"stg": self.source, "dds": f"stg-{self.suffix}", "cdm": f"dds-{self.suffix}"}[layer]
-
-    def destination(self, layer: str) -> str | None:
-        return {"stg": f"stg-{self.suffix}", "dds": f"dds-{self.suffix}", "cdm": None}[layer]
-
-    def group(self, layer: str) -> str:
-        return f"{layer}-{self.suffix}"
-
-    def instance_id(self, layer: str, replica: int = 0) -> str:
-        """The static member id of a replica: replicas on this one host need ids of their
-        own (the default, ``<host>-<layer>``, would make them fence each other), and a
-        replica started again after a crash keeps its id, as a pod restarted in place."""
-        return f"{layer}-{self.suffix}-{replica}"
-
-    def all_topics(self) -> list[str]:
-        topics = [self.topic(layer) for layer in LAYERS]
-        return topics + [f"{topic}-dlq" for topic in topics]
-
-    def env(
-        self, layer: str, base: Mapping[str, str] | None = None, **extra: str
-    ) -> dict[str, str]:
-        """The worker's environment: ``base`` (this process's by default) with the
-        layer's topics, group and database of this topology."""
-        env = {
-            **(os.environ if base is None else base),
-            "KAFKA_SOURCE_TOPIC": self.topic(layer),
-            "KAFKA_CONSUMER_GROUP": self.group(layer),
-            "DWH_HTTP_PORT": "0",
-            "DWH_LOG_FORMAT": "json",
-            "DWH_BATCH_WAIT_MS": "100",
-            **extra,
-        }
-        if self.dbname:
-            env["PG_WAREHOUSE_DBNAME"] = self.dbname
-        destination = self.destination(layer)
-        if destination:
-            env["KAFKA_DESTINATION_TOPIC"] = destination
-        return env
 
 
 @contextmanager
@@ -174,7 +121,7 @@ def running(
             start_worker(topology, layer, env(layer), replica, (base_env or {}).get(layer))
             for replica in range(replicas)
         ]
-        for layer in LAYERS
+        for layer in LAYER_NAMES
     }
     try:
         yield workers

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dwh_workers.topology import LAYER_NAMES
 from tests.support.chart import rendered_env
-from tests.support.processes import LAYERS
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET_NAMES = ("KAFKA_CONSUMER_PASSWORD", "REDIS_PASSWORD", "PG_WAREHOUSE_PASSWORD")
@@ -91,4 +91,4 @@ def chart_envs(
     """The environment the chart renders for each worker's Deployment and for the
     migration Job (``migrate``), resolved as Kubernetes would."""
     values = chart_values(settings, dbname, ca_mount)
-    return {name: rendered_env(name, values).env for name in (*LAYERS, "migrate")}
+    return {name: rendered_env(name, values).env for name in (*LAYER_NAMES, "migrate")}

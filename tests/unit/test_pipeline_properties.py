@@ -9,8 +9,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dwh_core.hashing import hash_key
+from dwh_workers.oracle import expected_marts
 from tests.support.builders import order, to_bytes, ts
-from tests.support.oracle import expected_marts
 from tests.support.pipeline import sample_pipeline
 
 STATUSES = ["OPEN", "COOKING", "DELIVERING", "CLOSED", "CANCELLED"]
@@ -85,8 +86,6 @@ def test_marts_equal_the_oracle_under_duplicates_replays_and_any_batching(
 @settings(max_examples=100, deadline=None)
 @given(histories=order_histories())
 def test_the_current_status_is_the_newest_whatever_the_arrival_order(histories: list[Any]) -> None:
-    from dwh_core.hashing import hash_key
-
     pipeline, users, restaurants = sample_pipeline()
     messages = messages_of(histories, users, restaurants)
     pipeline.feed(reversed(messages))

@@ -1,4 +1,4 @@
-"""The built-in sample dictionaries and the simulated order feed follow CONTRACT.md §1
+"""The built-in sample dictionaries and the simulated order feed follow docs/CONTRACT.md §1
 exactly, are repeatable for a seed, and drive the pipeline to the oracle's marts."""
 
 from __future__ import annotations
@@ -13,15 +13,16 @@ from typing import Any
 
 import pytest
 
-from dwh_adapters.memory import FixedClock, InMemoryDictionaries, InMemoryPipeline
+from dwh_adapters.memory import FixedClock, InMemoryDictionaries
 from dwh_core.parsing import parse_order, parse_restaurant, parse_user
+from dwh_workers.in_process import InMemoryPipeline
+from dwh_workers.oracle import expected_marts
 from dwh_workers.sample import (
     OrderGenerator,
     dictionary_entries,
     load_dictionaries_file,
     sample_dictionaries,
 )
-from tests.support.oracle import expected_marts
 
 DICTIONARIES = sample_dictionaries()
 FLOW = ["OPEN", "COOKING", "DELIVERING", "CLOSED"]

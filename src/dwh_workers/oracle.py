@@ -1,9 +1,12 @@
-"""The marts as CONTRACT.md §4 defines them, computed directly from the order messages,
+"""The marts as docs/CONTRACT.md §4 defines them, computed directly from the order messages,
 and which messages are dead letters by the rules of §1, §5 and §7.
 
-Written independently of the pipeline: the standard library's ``json``, plain dicts, no
-vault, no ledger, no ``dwh_core`` parsing. Only the hash-key rule is shared
-(:func:`dwh_core.hashing.hash_key`): it *is* the contract's definition of the mart keys.
+It is how the test suite and the benchmark judge the pipeline, so it lives here, where
+both can import it (and so can a service that wants to check its own feed against the
+contract). Written independently of the pipeline: the standard library's ``json``, plain
+dicts, no vault, no ledger, no ``dwh_core`` parsing; nothing in the pipeline imports it.
+Only the hash-key rule is shared (:func:`dwh_core.hashing.hash_key`): it *is* the
+contract's definition of the mart keys.
 
 The rules, as the contract states them:
 
