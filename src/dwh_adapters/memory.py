@@ -1,33 +1,25 @@
 """Working in-memory implementations of every port, backed by dicts and lists.
 
 They follow the same contracts as the real adapters (the contract tests in
-``tests/integration/test_postgres_adapters.py`` and
-``test_kafka_redis_adapters.py`` run against both), so other services can
-use them in their tests, and :class:`InMemoryPipeline` runs the whole STG -> DDS -> CDM
-pipeline in one process with no services at all (:class:`Pipeline`, the same on any
-stores).
+``tests/integration`` run against both), so other services can use them in their
+tests, and :mod:`dwh_workers.in_process` runs the whole STG -> DDS -> CDM pipeline on
+them in one process, with no services at all.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 
 from attrs import define, field
 
 from dwh_core.counters import Contribution, CounterUpdate
-from dwh_core.layers import BatchResult, CdmService, DdsService, StgService
 from dwh_core.messages import DeadLetter, InMessage, OutMessage
 from dwh_core.ports import (
-    Clock,
-    CounterStore,
-    DictionaryReader,
     RawEvent,
-    RawEventStore,
-    VaultStore,
 )
 from dwh_core.vault import Hub, Link, Satellite, SatelliteState, VaultRows
 
@@ -208,79 +200,3 @@ class FixedClock:
 
     def now(self) -> datetime:
         return self.time
-
-
-ORDERS_TOPIC = "order-service_orders"
-STG_TOPIC = "stg-service-orders"
-DDS_TOPIC = "dds-service-orders"
-
-
-class Pipeline:
-    """STG -> DDS -> CDM in one process, each layer reading its in-memory topic in
-    batches, on any stores: the in-memory ones (:class:`InMemoryPipeline`) or real
-    ones, to drive the layer services without Kafka."""
-
-    def __init__(
-        self,
-        dictionaries: DictionaryReader,
-        events: RawEventStore,
-        vault: VaultStore,
-        counters: CounterStore,
-        clock: Clock,
-    ) -> None:
-        self.topics = InMemoryTopics()
-        self.dead_letters = InMemoryDeadLetters(self.topics)
-        self.layers: list[tuple[str, StgService | DdsService | CdmService]] = [
-            (
-                ORDERS_TOPIC,
-                StgService(
-                    dictionaries,
-                    events,
-                    InMemoryPublisher(self.topics, STG_TOPIC),
-                    self.dead_letters,
-                ),
-            ),
-            (
-                STG_TOPIC,
-                DdsService(
-                    vault,
-                    InMemoryPublisher(self.topics, DDS_TOPIC),
-                    self.dead_letters,
-                    clock,
-                    STG_TOPIC,
-                ),
-            ),
-            (DDS_TOPIC, CdmService(counters, self.dead_letters)),
-        ]
-        self.positions: dict[str, int] = defaultdict(int)
-
-    def feed(self, values: Iterable[bytes | None]) -> None:
-        for value in values:
-            self.topics.append(ORDERS_TOPIC, value)
-
-    def run(self, batch_sizes: Iterator[int] | None = None) -> list[BatchResult]:
-        """Drain every layer's topic, in batches of the given sizes (default 500)."""
-        results: list[BatchResult] = []
-        for topic, service in self.layers:
-            log = self.topics.messages[topic]
-            while self.positions[topic] < len(log):
-                size = next(batch_sizes, 500) if batch_sizes is not None else 500
-                batch = log[self.positions[topic] : self.positions[topic] + size]
-                results.append(service.handle(batch))
-                self.positions[topic] += len(batch)
-        return results
-
-    def replay(self) -> None:
-        """Every layer reads its topic again from the beginning."""
-        self.positions.clear()
-
-
-class InMemoryPipeline(Pipeline):
-    """The pipeline on the in-memory stores, with no services at all."""
-
-    def __init__(self, dictionaries: InMemoryDictionaries, clock: FixedClock) -> None:
-        self.dictionaries = dictionaries
-        self.events = InMemoryRawEventStore()
-        self.vault = InMemoryVaultStore()
-        self.counters = InMemoryCounterStore()
-        super().__init__(dictionaries, self.events, self.vault, self.counters, clock)

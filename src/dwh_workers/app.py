@@ -78,7 +78,7 @@ def main(layer: str) -> int:
     if insecure := config.insecure_connections(settings):
         log.warning("connections without verified TLS to a remote host: %s", "; ".join(insecure))
     container = CONTAINERS[layer](settings=settings)
-    metrics: Metrics = container.infrastructure.metrics()  # type: ignore[attr-defined]
+    metrics: Metrics = container.infrastructure.metrics()
     if settings.worker.http_port:
         serve(metrics, settings.worker.http_port)
     stopping = Event()

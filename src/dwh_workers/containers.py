@@ -1,6 +1,13 @@
 """The composition roots: one dependency-injector container per layer, each composed of
 the shared infrastructure container. Connections are ``Resource`` providers, closed by
-``shutdown_resources()``; tests build the same containers and ``override()`` a provider.
+``shutdown_resources()``.
+
+Every port a layer service uses is a named provider (``dictionaries``, ``events``,
+``vault``, ``counters``, ``clock``, and the infrastructure's ``publisher``,
+``dead_letters`` and ``consumer``), so the same containers also build the pipeline on
+other adapters: :mod:`dwh_workers.in_process` (``dwh demo --in-memory`` and the tests)
+``override()``s them with the in-memory ones, and ``tests/unit/test_containers.py``
+checks both wirings.
 """
 
 from __future__ import annotations
@@ -14,12 +21,8 @@ from dwh_adapters.clock import SystemClock
 from dwh_adapters.kafka import KafkaBatchConsumer, KafkaDeadLetterSink, KafkaPublisher
 from dwh_adapters.kafka.settings import GroupMembership
 from dwh_adapters.lifecycle import Closeable
+from dwh_adapters.postgres import PostgresCounterStore, PostgresRawEventStore, PostgresVaultStore
 from dwh_adapters.postgres.connection import PostgresProbe
-from dwh_adapters.postgres.stores import (
-    PostgresCounterStore,
-    PostgresRawEventStore,
-    PostgresVaultStore,
-)
 from dwh_adapters.redis import RedisDictionaryReader, RedisProbe
 from dwh_core.layers import CdmService, DdsService, StgService
 from dwh_workers.config import Settings
@@ -127,12 +130,13 @@ class DdsContainer(containers.DeclarativeContainer):
     vault = providers.Resource(
         closing, providers.Factory(PostgresVaultStore, settings=settings.provided.postgres)
     )
+    clock = providers.Singleton(SystemClock)
     service = providers.Factory(
         DdsService,
         vault=vault,
         publisher=infrastructure.publisher,
         dead_letters=infrastructure.dead_letters,
-        clock=providers.Singleton(SystemClock),
+        clock=clock,
         record_source=settings.provided.worker.source_topic,
     )
     worker = _worker(infrastructure, service)
@@ -151,7 +155,8 @@ class CdmContainer(containers.DeclarativeContainer):
     worker = _worker(infrastructure, service)
 
 
-CONTAINERS: dict[str, type[containers.DeclarativeContainer]] = {
+LayerContainer = StgContainer | DdsContainer | CdmContainer
+CONTAINERS: dict[str, type[LayerContainer]] = {
     "stg": StgContainer,
     "dds": DdsContainer,
     "cdm": CdmContainer,

@@ -8,9 +8,11 @@ import uuid
 from collections import defaultdict
 from datetime import datetime
 
-from dwh_adapters.memory import FixedClock, InMemoryDictionaries, InMemoryPipeline
+from dwh_adapters.memory import FixedClock, InMemoryDictionaries
 from dwh_core.hashing import hash_key
+from dwh_workers.in_process import InMemoryPipeline
 from dwh_workers.sample import OrderGenerator, dictionary_entries, sample_dictionaries
+from dwh_workers.topology import ORDERS_TOPIC
 
 
 def run_in_memory(orders: int, seed: int, users_shown: int = 3) -> str:
@@ -23,7 +25,7 @@ def run_in_memory(orders: int, seed: int, users_shown: int = 3) -> str:
     pipeline.feed(OrderGenerator(dictionaries, seed=seed).messages(orders))
     results = pipeline.run()
     elapsed = time.perf_counter() - started
-    messages = len(pipeline.topics.messages["order-service_orders"])
+    messages = len(pipeline.topics.messages[ORDERS_TOPIC])
     lines = [
         f"in-memory pipeline: {orders:,} orders ({messages:,} messages with updates and "
         f"duplicates) through STG -> DDS -> CDM in {elapsed:.2f}s, {len(results)} batches",

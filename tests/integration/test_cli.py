@@ -32,26 +32,20 @@ from dwh_adapters.kafka import (
     topic_message_count,
     wait_for_broker,
 )
-from dwh_adapters.memory import (
-    FixedClock,
-    InMemoryDictionaries,
-    Pipeline,
-)
+from dwh_adapters.memory import FixedClock, InMemoryDictionaries
+from dwh_adapters.postgres import PostgresCounterStore, PostgresRawEventStore, PostgresVaultStore
 from dwh_adapters.postgres.marts import PostgresMarts
-from dwh_adapters.postgres.stores import (
-    PostgresCounterStore,
-    PostgresRawEventStore,
-    PostgresVaultStore,
-)
 from dwh_adapters.redis import RedisDictionaryReader, RedisDictionaryWriter
 from dwh_core.messages import OutMessage
 from dwh_core.parsing import parse_order
 from dwh_workers import config
 from dwh_workers.feed import Feed
+from dwh_workers.in_process import Pipeline
 from dwh_workers.sample import Dictionaries, dictionary_entries, sample_dictionaries
+from dwh_workers.topology import Topology
 from tests.support.builders import order, restaurant, to_bytes
 from tests.support.cli import dwh, dwh_command
-from tests.support.processes import Topology, running, wait_for
+from tests.support.processes import running, wait_for
 
 pytestmark = pytest.mark.integration
 

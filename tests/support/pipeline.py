@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dwh_adapters.memory import FixedClock, InMemoryDictionaries, InMemoryPipeline
+from dwh_adapters.memory import FixedClock, InMemoryDictionaries
+from dwh_workers.in_process import InMemoryPipeline
 from tests.support.builders import BASE_TIME, sample_dictionaries, to_bytes
 
 

@@ -1,4 +1,4 @@
-"""Hostile input, fuzzed (CONTRACT.md §5, §7): mutated orders and dictionary entries.
+"""Hostile input, fuzzed (docs/CONTRACT.md §5, §7): mutated orders and dictionary entries.
 
 * The parsers return a value or raise :class:`InvalidMessage`, nothing else; they accept
   exactly what the contract accepts (the independent oracle), and what they accept they
@@ -20,15 +20,11 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from dwh_adapters.memory import (
-    DDS_TOPIC,
-    STG_TOPIC,
-    FixedClock,
-    InMemoryDictionaries,
-    InMemoryPipeline,
-)
+from dwh_adapters.memory import FixedClock, InMemoryDictionaries
 from dwh_core.parsing import InvalidMessage, parse_order, parse_restaurant, parse_user
-from tests.support import oracle
+from dwh_workers import oracle
+from dwh_workers.in_process import InMemoryPipeline
+from dwh_workers.topology import DDS_TOPIC, STG_TOPIC
 from tests.support.builders import BASE_TIME, MENU_A, MENU_B, order, restaurant, user
 from tests.support.fuzz import (
     Drawn,
@@ -96,7 +92,7 @@ def valid_order(**changes: Any) -> dict[str, Any]:
     return document
 
 
-# What the fuzzer found, kept as explicit examples (CONTRACT.md §7 says each is valid):
+# What the fuzzer found, kept as explicit examples (docs/CONTRACT.md §7 says each is valid):
 # text that spells a NUL's escape without being one, and an extra field nested deeper
 # than orjson writes (255 levels) but well within what it reads.
 SPELLED_NUL = dumps(valid_order(note="C:\\u0000"))
@@ -282,7 +278,7 @@ def test_tied_versions_that_differ_only_in_an_extra_field_have_one_winner(
     first: bytes, second: bytes
 ) -> None:
     """Two versions with the same update_ts and status, different content: the same one
-    is stored whatever the arrival order (CONTRACT.md §7)."""
+    is stored whatever the arrival order (docs/CONTRACT.md §7)."""
     entries = {doc["_id"]: dumps(doc) for doc in ENTRIES}
     results = [
         run_pipeline(entries, feed, [1]).events.events[7].message
