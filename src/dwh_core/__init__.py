@@ -1,59 +1,129 @@
 """dwh_core: the business of the food-delivery warehouse, free of infrastructure.
 
-Orders and dictionaries (:mod:`~dwh_core.orders`), strict parsing
-(:mod:`~dwh_core.parsing`), the Data Vault (:mod:`~dwh_core.vault`) and its hash keys
-(:mod:`~dwh_core.hashing`), the mart counters (:mod:`~dwh_core.counters`), the ports
-(:mod:`~dwh_core.ports`) and the three layer services (:mod:`~dwh_core.layers`).
-Importing it pulls in no Kafka, Redis, PostgreSQL or DI library.
+A library other services install (``pip install dwh-food-delivery``, without the
+``workers`` extra): it needs attrs, cattrs and orjson, and importing it pulls in no
+Kafka, Redis, PostgreSQL or DI library. Its modules:
+
+* :mod:`~dwh_core.orders`: orders, dictionaries and the order facts between the layers;
+* :mod:`~dwh_core.parsing`: strict parsing of the input (docs/CONTRACT.md §1, §5, §7);
+* :mod:`~dwh_core.enrichment`: an order joined with its dictionaries;
+* :mod:`~dwh_core.versions`: which version of an order is newer, ties included;
+* :mod:`~dwh_core.hashing`: the hash keys of the vault and the marts;
+* :mod:`~dwh_core.vault`: the Data Vault rows of an order;
+* :mod:`~dwh_core.counters`: the mart counters and how they stay exact;
+* :mod:`~dwh_core.messages`: messages, dead letters and their topics;
+* :mod:`~dwh_core.ports`: what the layers need of the outside world;
+* :mod:`~dwh_core.layers`: the three layer services.
+
+The public surface is ``__all__`` below: the names the project's own adapters, workers
+and benchmark use (``tests/unit/core/test_public_surface.py`` checks that they use no
+other), and what another service needs to read the topics or compute the keys.
+
+Compatibility: the version follows semantic versioning. The hash rule of
+:mod:`~dwh_core.hashing` (the keys stored in the warehouse and sent on the topics) and
+the shapes of the messages between the layers change only with a new major version.
 """
 
 from dwh_core.counters import Contribution, CounterDelta, CounterUpdate, plan_update
 from dwh_core.hashing import hash_key, hashdiff
 from dwh_core.layers import BatchResult, CdmService, DdsService, StgService
-from dwh_core.messages import DeadLetter, InMessage, OutMessage, dead_letter_topic
+from dwh_core.messages import (
+    DeadLetter,
+    InMessage,
+    OutMessage,
+    bounded_reason,
+    dead_letter_topic,
+    shorten,
+    source_of_dead_letters,
+)
 from dwh_core.orders import (
-    CANCELLED,
     CLOSED,
     EnrichedOrder,
+    KeyName,
     MenuItem,
     Order,
     OrderFacts,
     Restaurant,
     User,
 )
-from dwh_core.parsing import InvalidMessage, parse_order
-from dwh_core.vault import HUBS, LINKS, SATELLITES, Hub, Link, Satellite, VaultRows
+from dwh_core.parsing import (
+    InvalidMessage,
+    encode_json,
+    parse_order,
+    parse_restaurant,
+    parse_user,
+)
+from dwh_core.ports import (
+    Clock,
+    CounterStore,
+    DeadLetterSink,
+    DictionaryReader,
+    Publisher,
+    RawEvent,
+    RawEventStore,
+    VaultStore,
+)
+from dwh_core.vault import (
+    HUBS,
+    LINKS,
+    SATELLITES,
+    Hub,
+    Link,
+    Satellite,
+    SatelliteState,
+    VaultRows,
+)
+from dwh_core.versions import Version
+
+__version__ = "0.2.0"
 
 __all__ = [
-    "CANCELLED",
     "CLOSED",
     "HUBS",
     "LINKS",
     "SATELLITES",
     "BatchResult",
     "CdmService",
+    "Clock",
     "Contribution",
     "CounterDelta",
+    "CounterStore",
     "CounterUpdate",
     "DdsService",
     "DeadLetter",
+    "DeadLetterSink",
+    "DictionaryReader",
     "EnrichedOrder",
     "Hub",
     "InMessage",
     "InvalidMessage",
+    "KeyName",
     "Link",
     "MenuItem",
     "Order",
     "OrderFacts",
     "OutMessage",
+    "Publisher",
+    "RawEvent",
+    "RawEventStore",
     "Restaurant",
     "Satellite",
+    "SatelliteState",
     "StgService",
     "User",
     "VaultRows",
+    "VaultStore",
+    "Version",
+    "__version__",
+    "bounded_reason",
     "dead_letter_topic",
+    "encode_json",
     "hash_key",
     "hashdiff",
     "parse_order",
+    "parse_restaurant",
+    "parse_user",
     "plan_update",
+    "shorten",
+    "source_of_dead_letters",
 ]

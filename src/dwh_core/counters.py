@@ -1,4 +1,4 @@
-"""The mart counters (CONTRACT.md §4) and how the CDM layer keeps them exact.
+"""The mart counters (docs/CONTRACT.md §4) and how the CDM layer keeps them exact.
 
 An order **counts** when its newest version (greatest ``update_ts``) is ``CLOSED``; a
 user's counter for a product (or a category) is the number of distinct counted orders
@@ -80,7 +80,7 @@ def newest_versions(versions: Iterable[OrderFacts]) -> dict[uuid.UUID, OrderFact
 
 
 def contribution_of(facts: OrderFacts) -> Contribution:
-    counted = facts.counts
+    counted = facts.is_counted
     return Contribution(
         order_key=facts.order_key,
         user_key=facts.user_key,

@@ -57,7 +57,7 @@ class Catalog:
             entry = parse(raw)
         except InvalidMessage as exc:
             return UnknownReference(f"{kind} {entry_id}: unreadable dictionary entry: {exc}")
-        # The key is the id (CONTRACT.md §1.2): an entry that names another id would put
+        # The key is the id (docs/CONTRACT.md §1.2): an entry that names another id would put
         # the order under someone else's hub key.
         if entry.id != entry_id:
             found = shorten(entry.id)
@@ -68,7 +68,7 @@ class Catalog:
 
 
 def enrich(order: Order, catalog: Catalog, content_hash: str) -> EnrichedOrder:
-    """The enriched order (CONTRACT.md §2), carrying the ``content_hash`` of the message
+    """The enriched order (docs/CONTRACT.md §2), carrying the ``content_hash`` of the message
     it came from (:mod:`dwh_core.versions`); raises :class:`UnknownReference`."""
     payload = order.payload
     user = catalog.user(payload.user.id)
@@ -78,7 +78,15 @@ def enrich(order: Order, catalog: Catalog, content_hash: str) -> EnrichedOrder:
         menu_item = restaurant.menu_item(item.id)
         if menu_item is None:
             raise UnknownReference(f"unknown menu item {item.id} in restaurant {restaurant.id}")
-        products.append(Product(item.id, item.price, item.quantity, item.name, menu_item.category))
+        products.append(
+            Product(
+                id=item.id,
+                price=item.price,
+                quantity=item.quantity,
+                name=item.name,
+                category=menu_item.category,
+            )
+        )
     return EnrichedOrder(
         object_id=order.object_id,
         object_type=order.object_type,

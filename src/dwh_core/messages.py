@@ -12,10 +12,10 @@ class InMessage:
     """One message read from a topic, with where it came from."""
 
     value: bytes | None
-    topic: str = ""
-    partition: int = 0
-    offset: int = 0
-    key: bytes | None = None
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None = None  # the order service sends none
 
 
 @frozen

@@ -1,6 +1,6 @@
 """What flows in and between the layers: orders, dictionaries, enriched orders, facts.
 
-Field names follow the wire formats of CONTRACT.md §1 and §2; parsing and encoding live
+Field names follow the wire formats of docs/CONTRACT.md §1 and §2; parsing and encoding live
 in :mod:`dwh_core.parsing`.
 """
 
@@ -15,7 +15,6 @@ from attrs import frozen
 from dwh_core.versions import Version, tiebreak
 
 CLOSED = "CLOSED"
-CANCELLED = "CANCELLED"
 
 # An order id: stored as PostgreSQL ``int``, so parsing accepts only -2^31 <= id < 2^31.
 OrderId = NewType("OrderId", int)
@@ -57,7 +56,7 @@ class OrderPayload:
 
 @frozen
 class Order:
-    """One version of an order, as the order feed sends it (CONTRACT.md §1.1)."""
+    """One version of an order, as the order feed sends it (docs/CONTRACT.md §1.1)."""
 
     object_id: OrderId
     object_type: str
@@ -67,7 +66,7 @@ class Order:
 
 @frozen
 class User:
-    """A user from the dictionaries (Redis), CONTRACT.md §1.2."""
+    """A user from the dictionaries (Redis), docs/CONTRACT.md §1.2."""
 
     id: str
     name: str
@@ -85,7 +84,7 @@ class MenuItem:
 
 @frozen
 class Restaurant:
-    """A restaurant and its menu from the dictionaries (Redis), CONTRACT.md §1.2."""
+    """A restaurant and its menu from the dictionaries (Redis), docs/CONTRACT.md §1.2."""
 
     id: str
     name: str
@@ -176,5 +175,6 @@ class OrderFacts:
         return Version(self.update_ts, tiebreak(self.status, self.content_hash))
 
     @property
-    def counts(self) -> bool:
+    def is_counted(self) -> bool:
+        """Whether this version adds to the marts: only a ``CLOSED`` order counts."""
         return self.status == CLOSED

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from dwh_core.enrichment import Catalog, enrich
 from dwh_core.hashing import hash_key, hashdiff
+from dwh_core.parsing import parse_order
 from dwh_core.vault import (
     HUBS,
     LINKS,
@@ -105,8 +107,6 @@ def test_a_newer_version_with_the_same_content_moves_only_the_watermark() -> Non
 
 def test_order_rows_hold_every_product_of_the_order() -> None:
     pipeline, users, restaurants = sample_pipeline()
-    from dwh_core.enrichment import Catalog, enrich
-    from dwh_core.parsing import parse_order
 
     enriched = enrich(
         parse_order(to_bytes(order(3, users[2]["_id"], restaurants[1], [0, 1, 2], "CLOSED", 1))),
