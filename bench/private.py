@@ -201,7 +201,11 @@ class PrivateKafka:
                 ]
             )
         )
-        cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        # Base64url may begin with "-", which the StorageTool would take for an option; like
+        # Kafka's own Uuid.randomUuid(), draw again then.
+        cluster = "-"
+        while cluster.startswith("-"):
+            cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         subprocess.run(
             self._java("kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(self._config)),
             check=True, capture_output=True, timeout=120,

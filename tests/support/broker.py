@@ -54,7 +54,11 @@ class PrivateBroker:
                 ]
             )
         )
-        cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        # Base64url may begin with "-", which the StorageTool would take for an option; like
+        # Kafka's own Uuid.randomUuid(), draw again then.
+        cluster = "-"
+        while cluster.startswith("-"):
+            cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         self._java("kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(self._config))
 
     @property
