@@ -21,8 +21,10 @@ from dwh_adapters.clock import SystemClock
 from dwh_adapters.kafka import KafkaBatchConsumer, KafkaDeadLetterSink, KafkaPublisher
 from dwh_adapters.kafka.settings import GroupMembership
 from dwh_adapters.lifecycle import Closeable
-from dwh_adapters.postgres import PostgresCounterStore, PostgresRawEventStore, PostgresVaultStore
 from dwh_adapters.postgres.connection import PostgresProbe
+from dwh_adapters.postgres.counter_store import PostgresCounterStore
+from dwh_adapters.postgres.raw_events import PostgresRawEventStore
+from dwh_adapters.postgres.vault_store import PostgresVaultStore
 from dwh_adapters.redis import RedisDictionaryReader, RedisProbe
 from dwh_core.layers import CdmService, DdsService, StgService
 from dwh_workers.config import Settings

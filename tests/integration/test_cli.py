@@ -33,8 +33,10 @@ from dwh_adapters.kafka import (
     wait_for_broker,
 )
 from dwh_adapters.memory import FixedClock, InMemoryDictionaries
-from dwh_adapters.postgres import PostgresCounterStore, PostgresRawEventStore, PostgresVaultStore
+from dwh_adapters.postgres.counter_store import PostgresCounterStore
 from dwh_adapters.postgres.marts import PostgresMarts
+from dwh_adapters.postgres.raw_events import PostgresRawEventStore
+from dwh_adapters.postgres.vault_store import PostgresVaultStore
 from dwh_adapters.redis import RedisDictionaryReader, RedisDictionaryWriter
 from dwh_core.messages import OutMessage
 from dwh_core.parsing import parse_order

@@ -19,12 +19,14 @@ from dwh_core.parsing import parse_order
 from dwh_core.ports import RawEvent, VaultStore
 from dwh_core.vault import SatelliteState, VaultRows, satellite_changes, vault_rows
 from dwh_core.versions import Version, content_hash
+from dwh_workers.topology import STG_TOPIC
 from tests.support.builders import MENU_A, MENU_B, order, restaurant, to_bytes, user
+from tests.support.pipeline import dictionaries_of
 
 Connection = psycopg.Connection[TupleRow]
 Row = tuple[Any, ...]
 T0 = datetime(2023, 4, 1, 12, 0, 0)
-SOURCE = "stg-service-orders"
+SOURCE = STG_TOPIC  # the record source DDS gives its rows
 
 
 def select(conn: Connection, query: str, *params: object) -> list[Row]:
@@ -45,7 +47,7 @@ def event(object_id: int, minute: int, note: str = "") -> RawEvent:
 
 USERS = [user(n) for n in range(1, 8)]
 RESTAURANTS = [restaurant(1, MENU_A), restaurant(2, MENU_B)]
-CATALOG = Catalog({doc["_id"]: to_bytes(doc) for doc in [*USERS, *RESTAURANTS]})
+CATALOG = Catalog(dictionaries_of(USERS, RESTAURANTS).entries)
 
 
 def enriched(

@@ -3,11 +3,6 @@ and the read side of the marts.
 
 The write-side stores, one module each: :mod:`~dwh_adapters.postgres.raw_events`,
 :mod:`~dwh_adapters.postgres.vault_store` and :mod:`~dwh_adapters.postgres.counter_store`
-(the last two claim keys the same way, :mod:`~dwh_adapters.postgres.claims`).
+(the last two claim keys the same way, :mod:`~dwh_adapters.postgres.claims`). Nothing
+is imported here, so a command that only connects or migrates loads no store.
 """
-
-from dwh_adapters.postgres.counter_store import PostgresCounterStore
-from dwh_adapters.postgres.raw_events import PostgresRawEventStore
-from dwh_adapters.postgres.vault_store import PostgresVaultStore
-
-__all__ = ["PostgresCounterStore", "PostgresRawEventStore", "PostgresVaultStore"]

@@ -9,8 +9,9 @@ such keys first, in one transaction with the batch that writes them:
    order, ``ON CONFLICT DO NOTHING``. A key that already has a committed row inserts
    nothing. A key that another transaction has just inserted (its placeholder or its
    real row, not yet committed) makes this insert wait on the primary key until that
-   transaction ends, then it inserts nothing (commit) or its own placeholder
-   (rollback).
+   transaction ends, then it inserts nothing if that transaction committed a row for
+   the key, else its own placeholder (the other rolled back, or released its claim
+   unsaved).
 2. **Lock.** One ``SELECT ... ORDER BY key FOR UPDATE`` of every key of the batch, the
    unclaimed ones too: the transaction now holds the row lock of each key that has a
    row, and waits for any other transaction holding one. Rows whose version is NULL are
@@ -46,9 +47,8 @@ from attrs import frozen
 from psycopg import sql
 from psycopg.rows import TupleRow
 
-from dwh_adapters.postgres.statements import arrays_of
+from dwh_adapters.postgres.statements import Row, arrays_of
 
-Row = tuple[Any, ...]
 Statement = sql.SQL | sql.Composed
 ClaimKey = tuple[Any, ...]
 """A key as the values of its columns, in the order of the table's key columns."""
@@ -80,12 +80,11 @@ class ClaimedTable:
     """The number of key columns, which are the first columns of a locked row."""
     version_column: int
     """The position, in a locked row, of the version that is NULL in a placeholder."""
+    order: Callable[[ClaimKey], Any]
+    """The sort key of a key: the table's key order (a UUID by its 128 bits). Each table
+    gives its own, written for its key's columns: it runs on every key of every batch."""
     needs_claim: Callable[[ClaimKey], bool] = _every_key
     """Which keys are claimed (the rest are only locked, if they have a row)."""
-
-
-def _key_order(key: ClaimKey) -> tuple[Any, ...]:
-    return tuple(value.int if isinstance(value, uuid.UUID) else value for value in key)
 
 
 class Claims:
@@ -102,7 +101,7 @@ class Claims:
         if not keys:
             return []
         table = self._table
-        ordered = sorted(keys, key=_key_order)
+        ordered = sorted(keys, key=table.order)
         claimed = [key for key in ordered if table.needs_claim(key)]
         if claimed:
             self._conn.execute(table.claim, [PLACEHOLDER_KEY, *arrays_of(claimed)])
@@ -119,5 +118,5 @@ class Claims:
     def release(self) -> None:
         """Delete the placeholders that nothing replaced; call it before the commit."""
         if self._placeholders:
-            placeholders = sorted(self._placeholders, key=_key_order)
+            placeholders = sorted(self._placeholders, key=self._table.order)
             self._conn.execute(self._table.release, arrays_of(placeholders))

@@ -77,8 +77,9 @@ _LEDGER_CLAIMS = ClaimedTable(
         "DELETE FROM cdm.order_contributions WHERE update_ts IS NULL"
         " AND order_key = ANY(%b::uuid[])"
     ),
-    key_width=1,
-    version_column=2,
+    key_width=1,  # order_key
+    version_column=2,  # update_ts
+    order=lambda key: key[0].int,
 )
 
 

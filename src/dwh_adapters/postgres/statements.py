@@ -5,11 +5,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import psycopg
 from attrs import frozen
 from psycopg import sql
 from psycopg.rows import TupleRow
+
+Row = tuple[Any, ...]
+"""A row of a table, in the columns of its statement."""
 
 
 @frozen

@@ -14,9 +14,8 @@ are read (:mod:`~dwh_adapters.postgres.claims`).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -24,15 +23,13 @@ from psycopg.rows import TupleRow
 
 from dwh_adapters.postgres.claims import ClaimedTable, Claims
 from dwh_adapters.postgres.connection import ConnectionOwner
-from dwh_adapters.postgres.statements import StagedInsert, assignments, staged_insert
+from dwh_adapters.postgres.statements import Row, StagedInsert, assignments, staged_insert
 from dwh_core.vault import HUBS, LINKS, SATELLITES, SatelliteState, VaultRows
-
-Row = tuple[Any, ...]
 
 # The SQL type of every value column the specs name (hub keys and satellite values; the
 # specs describe the model, its storage is this adapter's), as psycopg's registry names
 # them: the COPY is binary, so each value is sent as exactly this type. A column name
-# means the same value in every table (``name``: a product's or a restaurant's).
+# has the same type in every table (``name``: a product's or a restaurant's).
 COLUMN_TYPES: Mapping[str, str] = {
     "user_id": "varchar",
     "product_id": "varchar",
@@ -49,9 +46,8 @@ COLUMN_TYPES: Mapping[str, str] = {
 }
 
 
-def _typed(columns: Iterable[str]) -> tuple[tuple[str, str], ...]:
+def _typed(columns: Sequence[str]) -> tuple[tuple[str, str], ...]:
     """(column, SQL type) of spec columns; every one must have a type in COLUMN_TYPES."""
-    columns = tuple(columns)
     missing = [column for column in columns if column not in COLUMN_TYPES]
     if missing:
         raise LookupError(f"no SQL type for the vault columns {missing}: add them to COLUMN_TYPES")
@@ -149,8 +145,9 @@ _STATE_CLAIMS = ClaimedTable(
         "DELETE FROM dds.satellite_state WHERE source_ts IS NULL"
         " AND (satellite, hub_pk) IN (SELECT * FROM unnest(%b::varchar[], %b::uuid[]))"
     ),
-    key_width=2,
-    version_column=3,
+    key_width=2,  # satellite, hub_pk
+    version_column=3,  # source_ts
+    order=lambda key: (key[0], key[1].int),
     needs_claim=lambda key: key[0] in SHARED_SATELLITES,
 )
 

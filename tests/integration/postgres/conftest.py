@@ -1,4 +1,5 @@
-"""The warehouse database of the integration tests of the PostgreSQL adapters.
+"""The warehouse database of the integration tests of the PostgreSQL adapters (this
+folder: one contract suite per store, the schema, the pipeline on PostgreSQL).
 
 The table names are fixed, so the schema is migrated once per session and every test
 that uses PostgreSQL starts from empty tables; tests run serially in one process.
