@@ -18,6 +18,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from typing import TypeAlias
 
 from dwh_adapters.kafka import KafkaSettings, ensure_topics, read_dead_letters, wait_for_broker
@@ -31,10 +32,10 @@ from dwh_workers import config, reports
 from dwh_workers.error_messages import describe_error
 from dwh_workers.errors import OperatorError
 from dwh_workers.feed import Feed, generate
-from dwh_workers.pipeline_status import read_status, read_summary
+from dwh_workers.pipeline_status import follow, read_status, read_summary
 from dwh_workers.replay import replay, replay_targets
 from dwh_workers.sample import dictionary_entries, load_dictionaries_file, sample_dictionaries
-from dwh_workers.topology import LAYER_NAMES, LAYERS, LOCAL_PORTS, ORDERS_TOPIC
+from dwh_workers.topology import LAYER_NAMES, LOCAL_PORTS, ORDERS_TOPIC, TOPICS
 from dwh_workers.warehouse_queries import read_baseline, read_marts, read_totals
 
 Command = Callable[[argparse.Namespace], int]
@@ -130,9 +131,8 @@ def _summary(args: argparse.Namespace) -> int:
 def _watch(args: argparse.Namespace) -> int:
     _kafka()
     timeout = args.timeout if args.timeout > 0 else None
-    seconds = reports.watch(
-        config.services(), until_caught_up=args.until_caught_up, timeout_s=timeout
-    )
+    with closing(follow(config.services())) as progress:
+        seconds = reports.watch(progress, until_caught_up=args.until_caught_up, timeout_s=timeout)
     print(
         f"caught up after {seconds:.1f}s of watching: every layer has committed all of its "
         "topic and the marts stopped changing"
@@ -172,9 +172,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _topics_create(args: argparse.Namespace) -> int:
-    topics = [layer.source_topic for layer in LAYERS.values()] + [
-        dead_letter_topic(layer.source_topic) for layer in LAYERS.values()
-    ]
+    topics = TOPICS
     created = ensure_topics(_kafka(), topics, partitions=args.partitions)
     print(
         f"topics ready ({len(created)} created with {args.partitions} partitions, "
@@ -324,7 +322,7 @@ def _add_views(commands: _Commands) -> None:
         "--ports",
         type=_ports,
         default=None,
-        metavar="STG,DDS,CDM",
+        metavar=",".join(name.upper() for name in LAYER_NAMES),
         help="HTTP ports of local workers to ask /readyz (default: those of scripts/pipeline, "
         f"{','.join(str(port) for port in LOCAL_PORTS.values())}; '' asks none)",
     )

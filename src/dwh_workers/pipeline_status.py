@@ -1,14 +1,14 @@
 """Where the running pipeline is, as plain data: each layer seen from Kafka (consumer
 group members, messages in its topic, lag, dead letters), what the local workers'
 ``/readyz`` answer, the rows of the warehouse's tables, the progress ``dwh watch``
-follows, and the state ``dwh summary`` closes a run with. Their text for people is
+follows (:func:`follow`), and the state ``dwh summary`` closes a run with. Their text for people is
 :mod:`dwh_workers.reports`."""
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+import time
+from collections.abc import Generator, Mapping
 
 from attrs import frozen
 
@@ -19,17 +19,13 @@ from dwh_adapters.kafka import (
     topic_message_count,
 )
 from dwh_adapters.postgres.marts import PostgresMarts, Totals
+from dwh_adapters.postgres.tables import ORDERS_TABLES
 from dwh_core.messages import dead_letter_topic
 from dwh_workers.config import Services
 from dwh_workers.topology import LAYERS, LOCAL_PORTS, Layer
 from dwh_workers.warehouse_queries import UserMarts, read_user_marts
 
-# the orders each layer has stored: how far the backlog has come, in orders
-LAYER_ORDERS_TABLE = {
-    "stg": "stg.order_events",
-    "dds": "dds.h_order",
-    "cdm": "cdm.order_contributions",
-}
+WATCH_INTERVAL_S = 1.0
 
 
 @frozen
@@ -107,55 +103,49 @@ def read_status(services: Services, probe_ports: Mapping[str, int] | None = None
 @frozen
 class PipelineProgress:
     """How far each layer has come: its state in Kafka and the orders it has stored
-    (by layer name)."""
+    (by layer name); and the marts' totals, to see them settle."""
 
     layers: list[LayerState]
     orders_stored: dict[str, int]
+    totals: Totals
 
     @property
     def lags(self) -> tuple[int, ...]:
         return tuple(state.lag for state in self.layers)
 
 
-class ProgressReader:
-    """Reads :class:`PipelineProgress` (and the marts' totals) again and again, on one
-    warehouse connection: see :func:`progress_reader`."""
-
-    def __init__(self, kafka: KafkaSettings, warehouse: PostgresMarts) -> None:
-        self._kafka = kafka
-        self._warehouse = warehouse
-
-    def progress(self) -> PipelineProgress:
-        states = layer_states(self._kafka)
-        counts = self._warehouse.row_counts(tuple(LAYER_ORDERS_TABLE.values()))
-        stored = {name: counts.get(table, 0) for name, table in LAYER_ORDERS_TABLE.items()}
-        return PipelineProgress(states, stored)
-
-    def totals(self) -> Totals:
-        return self._warehouse.totals()
-
-
-@contextmanager
-def progress_reader(services: Services) -> Iterator[ProgressReader]:
-    """A :class:`ProgressReader` whose warehouse connection closes with the block."""
+def follow(
+    services: Services, interval_s: float = WATCH_INTERVAL_S
+) -> Generator[PipelineProgress, None, None]:
+    """The pipeline's progress now, then again every ``interval_s``, for as long as it is
+    asked, on one warehouse connection (closed with the generator)."""
     with PostgresMarts(services.postgres) as warehouse:
-        yield ProgressReader(services.kafka, warehouse)
+        while True:
+            states = layer_states(services.kafka)
+            counts = warehouse.row_counts(tuple(ORDERS_TABLES.values()))
+            stored = {name: counts.get(table, 0) for name, table in ORDERS_TABLES.items()}
+            yield PipelineProgress(states, stored, warehouse.totals())
+            time.sleep(interval_s)
 
 
 @frozen
 class Summary:
-    """The state a run ends in: the totals, every layer (its dead letters), and the
-    marts of the busiest users (those with the most counted orders), busiest first."""
+    """The state a run ends in: the totals, the dead letters of every layer (by layer
+    name), and the marts of the busiest users (those with the most counted orders),
+    busiest first."""
 
     totals: Totals
-    layers: list[LayerState]
+    dead_letters: dict[str, int]
     busiest: list[UserMarts]
 
 
 def read_summary(services: Services, users: int) -> Summary:
-    """The totals, the layers and the marts of the ``users`` busiest users."""
-    states = layer_states(services.kafka)
+    """The totals, the dead letters and the marts of the ``users`` busiest users."""
+    letters = {
+        layer.name: topic_message_count(services.kafka, dead_letter_topic(layer.source_topic))
+        for layer in LAYERS.values()
+    }
     with PostgresMarts(services.postgres) as warehouse:
         totals = warehouse.totals()
         busiest = [read_user_marts(warehouse, user) for user in warehouse.busiest_users(users)]
-    return Summary(totals, states, busiest)
+    return Summary(totals, letters, busiest)

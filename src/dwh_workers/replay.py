@@ -10,7 +10,7 @@ from attrs import frozen
 
 from dwh_adapters.kafka import KafkaSettings, group_members, reset_group_to_earliest
 from dwh_workers.errors import OperatorError
-from dwh_workers.topology import LAYERS
+from dwh_workers.topology import LAYER_NAMES, LAYERS
 
 
 @frozen
@@ -29,7 +29,9 @@ def replay_targets(layer: str, group: str | None, topic: str | None) -> list[tup
     ``group`` or ``topic`` name others; those name one layer's, so go with one layer."""
     layers = list(LAYERS.values()) if layer == "all" else [LAYERS[layer]]
     if (group or topic) and len(layers) > 1:
-        raise OperatorError("--group and --topic name one layer's group: use --layer stg|dds|cdm")
+        raise OperatorError(
+            f"--group and --topic name one layer's group: use --layer {'|'.join(LAYER_NAMES)}"
+        )
     return [(group or each.consumer_group, topic or each.source_topic) for each in layers]
 
 

@@ -1,8 +1,7 @@
 """What ``dwh`` shows people: the marts, the totals, the pipeline's status, the summary
 of a run, replays and dead letters as text, and the board of ``dwh watch``. The data
 comes from :mod:`dwh_workers.warehouse_queries`, :mod:`dwh_workers.pipeline_status`,
-:mod:`dwh_workers.replay` and the Kafka adapter; nothing here but :func:`watch` reads
-it."""
+:mod:`dwh_workers.replay` and the Kafka adapter; nothing here reads it."""
 
 from __future__ import annotations
 
@@ -13,15 +12,12 @@ from typing import TextIO
 from dwh_adapters.kafka import RedriveResult, StoredDeadLetter
 from dwh_adapters.kafka.dead_letters import describe_refused
 from dwh_adapters.postgres.marts import Totals
-from dwh_workers.config import Services
 from dwh_workers.errors import OperatorError
-from dwh_workers.pipeline_status import LayerState, Status, Summary, progress_reader
+from dwh_workers.pipeline_status import LayerState, PipelineProgress, Status, Summary
 from dwh_workers.progress import Board
 from dwh_workers.replay import Reset
 from dwh_workers.topology import LAYER_NAMES
 from dwh_workers.warehouse_queries import CategoryUsers, Marts, UserMarts
-
-WATCH_INTERVAL_S = 1.0
 
 # --- the warehouse -------------------------------------------------------------------------
 
@@ -102,35 +98,33 @@ def status_report(status: Status) -> str:
 
 
 def watch(
-    services: Services,
+    progress: Iterable[PipelineProgress],
     until_caught_up: bool,
     timeout_s: float | None,
     stream: TextIO | None = None,
 ) -> float:
-    """Show each layer's progress through its topic until every consumer group has
-    committed everything and the marts stopped changing (``until_caught_up``), or until
-    interrupted, or ``timeout_s``; the seconds it watched. Raises
-    :class:`OperatorError` at the timeout."""
+    """Show each layer's progress through its topic, one board per reading of
+    ``progress``, until every consumer group has committed everything and the marts
+    stopped changing (``until_caught_up``), or until interrupted, or ``timeout_s``; the
+    seconds it watched. Raises :class:`OperatorError` at the timeout."""
     board = Board(list(LAYER_NAMES), stream=stream)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     previous: tuple[object, ...] | None = None
     try:
-        with progress_reader(services) as reader:
-            while True:
-                progress = reader.progress()
-                for state in progress.layers:
-                    note = _watch_note(state, progress.orders_stored[state.layer.name])
-                    board.set(state.layer.name, state.processed, state.in_topic, note)
-                board.refresh()
-                now = (progress.lags, reader.totals())
-                if until_caught_up and not any(now[0]) and now == previous:
-                    return board.elapsed()
-                previous = now
-                if deadline is not None and time.monotonic() > deadline:
-                    raise OperatorError(
-                        f"not caught up after {timeout_s:g}s: {_behind(progress.layers)}"
-                    )
-                time.sleep(WATCH_INTERVAL_S)
+        for reading in progress:
+            for state in reading.layers:
+                note = _watch_note(state, reading.orders_stored[state.layer.name])
+                board.set(state.layer.name, state.processed, state.in_topic, note)
+            board.refresh()
+            now = (reading.lags, reading.totals)
+            if until_caught_up and not any(reading.lags) and now == previous:
+                return board.elapsed()
+            previous = now
+            if deadline is not None and time.monotonic() > deadline:
+                raise OperatorError(
+                    f"not caught up after {timeout_s:g}s: {_behind(reading.layers)}"
+                )
+        return board.elapsed()
     finally:
         board.finish()  # the last rows, also when interrupted or failing
 
@@ -156,7 +150,7 @@ def _behind(states: Iterable[LayerState]) -> str:
 def summary_report(summary: Summary, baseline: Totals | None, top: int = 5) -> str:
     """The quickstart's closing words: orders, marts, dead letters, and the marts of the
     busiest users exactly as ``dwh marts --user <login> --top <top>`` shows them."""
-    letters = ", ".join(f"{s.layer.name} {s.dead_letters:,}" for s in summary.layers)
+    letters = ", ".join(f"{name} {count:,}" for name, count in summary.dead_letters.items())
     lines = [totals_report(summary.totals)]
     if baseline is not None:
         lines.append(f"compared with before this run: {_compared(baseline, summary.totals)}")

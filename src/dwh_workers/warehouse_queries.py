@@ -47,13 +47,13 @@ def read_marts(postgres: PgSettings, user: str | None, category: str | None, top
     keys. Raises :class:`OperatorError` for a user not found or a login not unique."""
     with PostgresMarts(postgres) as warehouse:
         if user:
-            return read_user_marts(warehouse, find_user(warehouse, user))
+            return read_user_marts(warehouse, _find_user(warehouse, user))
         if category:
             return CategoryUsers(category, warehouse.top_users(category, top))
         return TopPairs(warehouse.top_categories(top))
 
 
-def find_user(warehouse: PostgresMarts, id_or_login: str) -> UserRef:
+def _find_user(warehouse: PostgresMarts, id_or_login: str) -> UserRef:
     """The one user with this source id or login."""
     found = warehouse.find_users(id_or_login)
     if not found:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import itertools
+
 import pytest
 
 from dwh_adapters.kafka import StoredDeadLetter
 from dwh_adapters.postgres.marts import Totals, UserRef
+from dwh_adapters.postgres.tables import ORDERS_TABLES
 from dwh_workers import reports
 from dwh_workers.errors import OperatorError
-from dwh_workers.pipeline_status import LAYER_ORDERS_TABLE, LayerState, Status, Summary
+from dwh_workers.pipeline_status import LayerState, PipelineProgress, Status, Summary
 from dwh_workers.replay import Reset, replay_targets
 from dwh_workers.topology import LAYER_NAMES, LAYERS
 from dwh_workers.warehouse_queries import CategoryUsers, TopPairs, UserMarts
@@ -24,7 +28,7 @@ def states(lag: int = 0) -> list[LayerState]:
 
 
 def test_every_layer_has_a_table_of_the_orders_it_stored() -> None:
-    assert tuple(LAYER_ORDERS_TABLE) == LAYER_NAMES
+    assert tuple(ORDERS_TABLES) == LAYER_NAMES
 
 
 def test_a_users_marts_show_the_first_top_products_and_categories() -> None:
@@ -62,17 +66,39 @@ def test_status_shows_what_the_probed_workers_answer_and_a_dash_for_the_others()
     assert lines[1] == "stg         1       down     1,234         10             0  stg-service"
     assert lines[2].split()[2] == "-"
     assert "local: /readyz of the worker on 127.0.0.1:9001 (scripts/pipeline)" in lines[4]
-    assert lines[-1] == f"{'stg.order_events':<34} {'5,000':>10}"
+    assert lines[-1] == "stg.order_events                        5,000"
+
+
+def reading(lag: int, orders: int) -> PipelineProgress:
+    stored = dict.fromkeys(LAYER_NAMES, orders)
+    return PipelineProgress(states(lag=lag), stored, Totals(orders, orders, 0, 0, 0, 0))
+
+
+def test_watch_ends_when_no_layer_lags_and_the_marts_stopped_changing() -> None:
+    readings = [reading(5, 1), reading(0, 2), reading(0, 3), reading(0, 3), reading(0, 9)]
+    stream = io.StringIO()
+    taken = iter(readings)
+
+    reports.watch(taken, until_caught_up=True, timeout_s=None, stream=stream)
+
+    assert next(taken) == readings[4]  # stopped at the first repeat without lag
+    assert "lag 0" in stream.getvalue()
+
+
+def test_watch_gives_up_at_its_timeout_naming_who_is_behind() -> None:
+    forever = itertools.repeat(reading(7, 1))
+    with pytest.raises(OperatorError, match=r"not caught up after 0s: stg lag 7 \(1 worker"):
+        reports.watch(forever, until_caught_up=True, timeout_s=0, stream=io.StringIO())
 
 
 def test_a_summary_compares_with_the_baseline() -> None:
     totals = Totals(5, 4, 3, 9, 2, 6)
-    summary = Summary(totals, states(), [UserMarts(ANNA, [], [])])
+    summary = Summary(totals, {"stg": 0, "dds": 2, "cdm": 0}, [UserMarts(ANNA, [], [])])
 
     text = reports.summary_report(summary, baseline=totals, top=5)
 
     assert "compared with before this run: unchanged" in text
-    assert "dead letters: stg 0, dds 0, cdm 0" in text
+    assert "dead letters: stg 0, dds 2, cdm 0" in text
     assert text.endswith("\n\nuser Anna (anna_k, 6276e8cd0cf48b4cded00870): no counted orders")
 
 

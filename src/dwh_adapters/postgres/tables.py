@@ -22,6 +22,12 @@ CDM_TABLES = (
     "cdm.order_contributions",
 )
 WAREHOUSE_TABLES = (*STG_TABLES, *DDS_TABLES, *CDM_TABLES)
+# Where each layer keeps one row per order: how far a backlog has come, in orders.
+ORDERS_TABLES = {
+    "stg": STG_TABLES[0],
+    "dds": f"dds.{HUBS['order'].table}",
+    "cdm": "cdm.order_contributions",
+}
 
 
 def identifier(qualified: str) -> sql.Identifier:

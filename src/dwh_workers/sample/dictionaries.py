@@ -24,7 +24,7 @@ from dwh_workers.sample.catalogue import (
     MALE_NAMES,
     PATRONYMICS,
     SURNAMES,
-    _Kind,
+    RestaurantKind,
 )
 
 _TRANSLIT = str.maketrans(
@@ -106,7 +106,7 @@ def _users(rng: random.Random, count: int) -> list[dict[str, Any]]:
     return users
 
 
-def _menu(rng: random.Random, kind: _Kind, ids: _ObjectIds) -> list[dict[str, Any]]:
+def _menu(rng: random.Random, kind: RestaurantKind, ids: _ObjectIds) -> list[dict[str, Any]]:
     """8-25 dishes: one of each of the kind's categories first, the rest at random."""
     pool = [(category, dish) for category in kind.categories for dish in CATALOGUE[category]]
     firsts = [(category, rng.choice(CATALOGUE[category])) for category in kind.categories]
@@ -130,7 +130,7 @@ def _restaurants(rng: random.Random, count: int) -> list[dict[str, Any]]:
     kinds = [KINDS[i % len(KINDS)] for i in range(count)]
     rng.shuffle(kinds)
     names = {kind: rng.sample(kind.names, len(kind.names)) for kind in KINDS}
-    seen: dict[_Kind, int] = {}
+    seen: dict[RestaurantKind, int] = {}
     restaurants = []
     for kind in kinds:
         n = seen[kind] = seen.get(kind, 0) + 1

@@ -29,7 +29,7 @@ QUANTITIES = (1, 1, 1, 1, 2, 2, 3, 4)
 
 _Version = list[tuple[str, int]]  # (status, seconds since start), oldest first
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 
 class OrderGenerator:
@@ -116,7 +116,7 @@ class OrderGenerator:
         """Like ``randint``, several times faster."""
         return low + int(self._random() * (high - low + 1))
 
-    def _pick(self, options: Sequence[T]) -> T:
+    def _pick(self, options: Sequence[_T]) -> _T:
         return options[int(self._random() * len(options))]
 
     def _format(self, seconds: int) -> str:
