@@ -17,7 +17,6 @@ the probe users deleted at the end.
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import sys
 import uuid
@@ -241,17 +240,7 @@ class Run:
     def _env(self, topology: Topology, layer: str, **extra: str) -> dict[str, str]:
         """The layer's environment: the settings of this run's environment, the run's
         topics and group, and ``extra``; otherwise the product's defaults."""
-        env = {
-            **os.environ,
-            "KAFKA_SOURCE_TOPIC": topology.topic(layer),
-            "KAFKA_CONSUMER_GROUP": topology.group(layer),
-            "DWH_LOG_FORMAT": "json",
-            **extra,
-        }
-        destination = topology.destination(layer)
-        if destination:
-            env["KAFKA_DESTINATION_TOPIC"] = destination
-        return env
+        return topology.env(layer, DWH_LOG_FORMAT="json", **extra)
 
     def _start_workers(self) -> dict[str, Process]:
         for layer in LAYER_NAMES:

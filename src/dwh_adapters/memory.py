@@ -18,9 +18,7 @@ from attrs import define, field
 
 from dwh_core.counters import Contribution, CounterUpdate
 from dwh_core.messages import DeadLetter, InMessage, OutMessage
-from dwh_core.ports import (
-    RawEvent,
-)
+from dwh_core.ports import RawEvent
 from dwh_core.vault import Hub, Link, Satellite, SatelliteState, VaultRows
 
 

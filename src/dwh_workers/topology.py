@@ -46,6 +46,11 @@ LAYERS: Mapping[str, Layer] = {
 LAYER_NAMES = tuple(LAYERS)
 """``("stg", "dds", "cdm")``, in the order an order goes through them."""
 LOCAL_PORTS = {layer.name: layer.local_port for layer in LAYERS.values()}
+TOPICS = [
+    *(layer.source_topic for layer in LAYERS.values()),
+    *(dead_letter_topic(layer.source_topic) for layer in LAYERS.values()),
+]
+"""Every topic the pipeline reads: each layer's source, then each dead-letter topic."""
 
 
 @define
@@ -80,23 +85,19 @@ class Topology:
         return f"{layer}-{self.suffix}-{replica}"
 
     def all_topics(self) -> list[str]:
-        """Every layer's source topic and its dead-letter topic."""
+        """Every topic of :data:`TOPICS`, under this topology's names."""
         topics = [self.topic(layer) for layer in LAYER_NAMES]
         return topics + [dead_letter_topic(topic) for topic in topics]
 
     def env(
-        self, layer: str, base: Mapping[str, str] | None = None, **extra: str
+        self, layer: str, base: Mapping[str, str] | None = None, /, **extra: str
     ) -> dict[str, str]:
-        """A worker's environment: ``base`` (this process's by default) with the layer's
-        topics, group and database of this topology, an ephemeral HTTP port and JSON
-        logs; ``extra`` last."""
+        """A worker's environment: ``base`` (this process's by default) and ``extra``,
+        with the layer's topics, group and database of this topology."""
         env = {
             **(os.environ if base is None else base),
             "KAFKA_SOURCE_TOPIC": self.topic(layer),
             "KAFKA_CONSUMER_GROUP": self.group(layer),
-            "DWH_HTTP_PORT": "0",
-            "DWH_LOG_FORMAT": "json",
-            "DWH_BATCH_WAIT_MS": "100",
             **extra,
         }
         if self.dbname:

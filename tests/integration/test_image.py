@@ -39,7 +39,7 @@ from tests.support.image import (
     status_field,
     working_containers,
 )
-from tests.support.processes import LOG_DIR, produce, wait_for
+from tests.support.processes import LOG_DIR, TEST_WORKER_ENV, produce, wait_for
 from tests.support.secure import chart_envs, secure_env
 
 pytestmark = pytest.mark.integration
@@ -80,7 +80,7 @@ def rendered(settings: dict[str, str], warehouse: PgSettings) -> dict[str, dict[
 def worker_env(topology: Topology, layer: str, rendered: dict[str, str]) -> dict[str, str]:
     """The chart's environment of the layer's Deployment with this test's topics, group
     and instance id, and no HTTP port (the containers share the host's network)."""
-    own = topology.env(layer, {}, DWH_INSTANCE_ID=topology.instance_id(layer))
+    own = topology.env(layer, {}, **TEST_WORKER_ENV, DWH_INSTANCE_ID=topology.instance_id(layer))
     return {**rendered, **own}
 
 

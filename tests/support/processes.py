@@ -24,6 +24,9 @@ from dwh_workers.topology import LAYER_NAMES, Topology
 KAFKA = KafkaSettings("127.0.0.1:9092")
 REDIS = RedisSettings("127.0.0.1", 6379)
 LOG_DIR = Path(__file__).resolve().parents[2] / ".stack" / "test-logs"
+# What the tests' workers run with unless told otherwise: no fixed HTTP port (several run
+# at once), logs a test can parse, and batches handed on sooner than the product's 200 ms.
+TEST_WORKER_ENV = {"DWH_HTTP_PORT": "0", "DWH_LOG_FORMAT": "json", "DWH_BATCH_WAIT_MS": "100"}
 
 
 def wait_for(
@@ -89,7 +92,11 @@ def start_worker(
     default)."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"{topology.suffix}-{layer}-{uuid.uuid4().hex[:6]}.log"
-    env = {"DWH_INSTANCE_ID": topology.instance_id(layer, replica), **(extra_env or {})}
+    env = {
+        **TEST_WORKER_ENV,
+        "DWH_INSTANCE_ID": topology.instance_id(layer, replica),
+        **(extra_env or {}),
+    }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", f"dwh_workers.{layer}"],

@@ -39,6 +39,7 @@ class OneBatchConsumer:
         self.batch = batch
         self.committed: list[InMessage] = []
         self.stop: Any = None
+        self.checked = 0
 
     def consume(self) -> list[InMessage]:
         if not self.batch:
@@ -54,15 +55,20 @@ class OneBatchConsumer:
         return {}
 
     def check(self) -> None:
-        pass
+        self.checked += 1
 
     def close(self) -> None:
         pass
 
 
 class Healthy:
+    """A dependency that answers its probe, and counts the probes."""
+
+    def __init__(self) -> None:
+        self.checked = 0
+
     def check(self) -> None:
-        pass
+        self.checked += 1
 
 
 def order_messages(topic: str) -> list[InMessage]:
@@ -119,10 +125,11 @@ def test_the_worker_of_a_container_runs_its_service_and_probes_its_dependencies(
     container = StgContainer(settings=config.load("stg", environ=ENV))
     container.dictionaries.override(providers.Object(dictionaries_of(users, restaurants)))
     container.events.override(providers.Object(events))
-    container.redis_probe.override(providers.Object(Healthy()))
+    redis, postgres = Healthy(), Healthy()
+    container.redis_probe.override(providers.Object(redis))
     infrastructure = container.infrastructure
     infrastructure.consumer.override(providers.Object(consumer))
-    infrastructure.postgres_probe.override(providers.Object(Healthy()))
+    infrastructure.postgres_probe.override(providers.Object(postgres))
     infrastructure.publisher.override(providers.Object(InMemoryPublisher(InMemoryTopics(), "x")))
     infrastructure.dead_letters.override(providers.Object(InMemoryDeadLetters(InMemoryTopics())))
 
@@ -132,7 +139,8 @@ def test_the_worker_of_a_container_runs_its_service_and_probes_its_dependencies(
 
     assert consumer.committed == batch
     assert sorted(events.events) == [1, 2]
-    assert sorted(worker._probes) == ["kafka", "postgres", "redis"]
+    # the idle round after the batch probed each dependency of STG once
+    assert (consumer.checked, postgres.checked, redis.checked) == (1, 1, 1)
 
 
 def test_the_in_process_pipeline_is_built_by_the_workers_containers() -> None:
