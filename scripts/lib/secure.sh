@@ -48,13 +48,16 @@ secure_secrets() {
     mkdir -p "$SECURE_DIR"
     # Others may pass through (the postgres OS user to its data folder), not list or read.
     chmod 711 "$SECURE_DIR"
-    (
-      umask 077
-      printf 'SECURE_%s=%s\n' KAFKA_PASSWORD "$(openssl rand -hex 16)" \
-        KAFKA_ADMIN_PASSWORD "$(openssl rand -hex 16)" REDIS_PASSWORD "$(openssl rand -hex 16)" \
-        PG_PASSWORD "$(openssl rand -hex 16)" KEYSTORE_PASSWORD "$(openssl rand -hex 16)" \
-        >"$SECURE_SECRETS"
-    )
+    local name password
+    rm -f "$SECURE_SECRETS.new"
+    for name in KAFKA_PASSWORD KAFKA_ADMIN_PASSWORD REDIS_PASSWORD PG_PASSWORD KEYSTORE_PASSWORD; do
+      # assigned on its own line, so a failing openssl stops here (set -e) instead of
+      # leaving an empty password in the file for good
+      password=$(openssl rand -hex 16)
+      [[ $password =~ ^[0-9a-f]{32}$ ]] || die "openssl rand gave no password"
+      (umask 077 && printf 'SECURE_%s=%s\n' "$name" "$password" >>"$SECURE_SECRETS.new")
+    done
+    mv "$SECURE_SECRETS.new" "$SECURE_SECRETS"
   fi
   # shellcheck disable=SC1090
   source "$SECURE_SECRETS"

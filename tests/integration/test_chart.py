@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+import dwh_core
 from dwh_workers import config
 from dwh_workers.topology import LAYER_NAMES, LAYERS
 from tests.support.chart import (
@@ -186,6 +188,18 @@ def test_configmaps_carry_the_contract_setting_names(manifests: list[Manifest]) 
         missing = [name for name in CONTRACT_SETTINGS if name not in configmap["data"]]
         assert not missing, f"{configmap['metadata']['name']} lacks {missing}"
         assert all(isinstance(v, str) for v in configmap["data"].values())
+
+
+def test_the_default_image_tag_is_the_version_scripts_image_builds() -> None:
+    """An empty image.tag means the chart's appVersion; scripts/image tags its builds
+    with dwh_core.__version__ unless told otherwise: the two must be the same."""
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text(encoding="utf-8"))
+    assert chart["appVersion"] == dwh_core.__version__
+    usage = subprocess.run(
+        [CHART.parent / "scripts" / "image", "help"],
+        check=True, capture_output=True, text=True, timeout=30,
+    ).stdout  # fmt: skip
+    assert f"The default tag here: dwh-workers:{chart['appVersion']}\n" in usage
 
 
 def test_layers_get_their_topics_and_groups(minimal_manifests: list[Manifest]) -> None:

@@ -162,6 +162,8 @@ def test_the_pipeline_on_tls_and_scram_is_exact_with_nothing_but_the_production_
             "--topic", topology.topic(layer),
         )  # fmt: skip
         assert "back to the beginning" in replayed
+        # the group really went back: all of its topic is to be read again
+        assert not caught_up(kafka, topology, layer), f"{layer}: the replay moved nothing"
     with running(topology, base_env=workers_env) as workers:
         for layer in LAYER_NAMES:  # in order: a layer's output is complete once it caught up
             wait_for(partial(caught_up, kafka, topology, layer), DEADLINE_S, f"{layer} replayed")

@@ -129,6 +129,7 @@ class KafkaBatchConsumer(Closeable):
             if why is None:
                 raise
             raise KafkaUnreachable(f"{self._settings.describe()}: {why}") from exc
+        trouble.forget(self._settings)  # a later failure is explained by its own cause
 
     def commit(self, messages: Sequence[InMessage]) -> None:
         """Commit, synchronously, the offset after the last of these messages in each of

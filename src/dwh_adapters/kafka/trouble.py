@@ -40,6 +40,12 @@ def record(settings: KafkaSettings, text: str) -> None:
         _recent[settings] = (time.monotonic(), text)
 
 
+def forget(settings: KafkaSettings) -> None:
+    """The clients with these settings reached the cluster: what failed before is past."""
+    with _lock:
+        _recent.pop(settings, None)
+
+
 def record_error(settings: KafkaSettings, error: KafkaError) -> None:
     """An error event of a client: "all brokers are down" says nothing new."""
     if error.code() != KafkaError._ALL_BROKERS_DOWN:
