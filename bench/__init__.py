@@ -1,4 +1,4 @@
-"""The benchmark of issue 7, on the local stack, in one run: catch-up throughput of the
+"""The benchmark, on the local stack, in one run: catch-up throughput of the
 three workers on a backlog, freshness at steady rates, their memory and CPU, side by
 side with the naive baseline (:mod:`bench.baseline`) and the PostgreSQL floor
 (:mod:`bench.floor`).

@@ -1,4 +1,4 @@
-"""The run's results: the targets of issue 7, the JSON file, the Markdown tables."""
+"""The run's results: the performance targets, the JSON file, the Markdown tables."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ FRESHNESS_COLUMNS = {"p50_ms": "p50 ms", "p95_ms": "p95 ms", "p99_ms": "p99 ms",
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue 7's targets, each with what this run measured and whether it was met."""
+    """The performance targets, each with what this run measured and whether it was met."""
     headline, catch_up, workers = results["headline"], results["catch_up"], results["workers"]
     ours = headline["ours_orders_per_s"]
     heaviest = max(LAYER_NAMES, key=lambda layer: workers[layer]["peak_rss_mib"])
@@ -186,7 +186,7 @@ def markdown(results: dict[str, Any]) -> str:
         ),
         "",
         *_table(
-            ["target (issue 7)", "goal", "measured", "met"],
+            ["target", "goal", "measured", "met"],
             [
                 [t["target"], t["goal"], t["measured"], "yes" if t["met"] else "**no**"]
                 for t in results["targets"]

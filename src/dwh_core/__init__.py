@@ -1,6 +1,6 @@
 """dwh_core: the business of the food-delivery warehouse, free of infrastructure.
 
-A library other services install (``pip install dwh-food-delivery``, without the
+A library other services install (the ``dwh-food-delivery`` distribution without its
 ``workers`` extra): it needs attrs, cattrs and orjson, and importing it pulls in no
 Kafka, Redis, PostgreSQL or DI library. Its modules:
 
@@ -17,7 +17,8 @@ Kafka, Redis, PostgreSQL or DI library. Its modules:
 
 The public surface is ``__all__`` below: the names the project's own adapters, workers
 and benchmark use (``tests/unit/core/test_public_surface.py`` checks that they use no
-other), and what another service needs to read the topics or compute the keys.
+other), and what another service needs to read the order feed and the dictionaries, or
+to compute the keys.
 
 Compatibility: the version follows semantic versioning. The hash rule of
 :mod:`~dwh_core.hashing` (the keys stored in the warehouse and sent on the topics) and

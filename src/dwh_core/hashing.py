@@ -1,6 +1,7 @@
 """The hash-key and hashdiff functions every layer and every other service uses.
 
-The rule, fixed and documented in docs/DATA_MODEL.md; never change it silently:
+The rule, fixed and promised in docs/CONTRACT.md §3 (details in docs/DATA_MODEL.md);
+never change it silently:
 
 * **hash key** of a business key: each part is turned into text (``str``), trimmed of
   surrounding white space and upper-cased (Unicode upper case, so ``"пицца"`` and

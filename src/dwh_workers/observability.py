@@ -3,7 +3,8 @@
 ``/healthz``: the process is alive and its loop has ticked recently. ``/readyz``: it is
 connected and consuming (its last batch, or attempt, succeeded, and no dependency failed
 its last probe). ``/metrics``: the Prometheus text format. Logs are one JSON object a
-line, or readable text on a terminal. The probes of PostgreSQL and Redis are here too.
+line, or readable text on a terminal. The probes themselves live in the adapters
+(``PostgresProbe``, ``RedisProbe``, the Kafka consumer's ``check``).
 """
 
 from __future__ import annotations

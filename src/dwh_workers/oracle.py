@@ -2,11 +2,11 @@
 and which messages are dead letters by the rules of §1, §5 and §7.
 
 It is how the test suite and the benchmark judge the pipeline, so it lives here, where
-both can import it (and so can a service that wants to check its own feed against the
-contract). Written independently of the pipeline: the standard library's ``json``, plain
-dicts, no vault, no ledger, no ``dwh_core`` parsing; nothing in the pipeline imports it.
-Only the hash-key rule is shared (:func:`dwh_core.hashing.hash_key`): it *is* the
-contract's definition of the mart keys.
+both can import it (and so can a service, with the ``workers`` extra, that wants to
+check its own feed against the contract). Written independently of the pipeline: the
+standard library's ``json``, plain dicts, no vault, no ledger, no ``dwh_core`` parsing;
+nothing in the pipeline imports it. Only the hash-key rule is shared
+(:func:`dwh_core.hashing.hash_key`): it *is* the contract's definition of the mart keys.
 
 The rules, as the contract states them:
 
