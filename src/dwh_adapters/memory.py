@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 
@@ -19,6 +19,7 @@ from attrs import define, field
 from dwh_core.counters import Contribution, CounterUpdate
 from dwh_core.messages import DeadLetter, InMessage, OutMessage
 from dwh_core.ports import RawEvent
+from dwh_core.tags import RuleIndex, TagEvent, TagState, TagUpdate
 from dwh_core.vault import Hub, Link, Satellite, SatelliteState, VaultRows
 
 
@@ -103,14 +104,29 @@ class _Marts:
     ledger: dict[uuid.UUID, Contribution] = field(factory=dict)
     products: dict[tuple[uuid.UUID, uuid.UUID], tuple[str, int]] = field(factory=dict)
     categories: dict[tuple[uuid.UUID, uuid.UUID], tuple[str, int]] = field(factory=dict)
+    tag_states: dict[tuple[uuid.UUID, str], TagState] = field(factory=dict)
+    tag_events: list[tuple[TagEvent, int]] = field(factory=list)  # with the ruleset version
 
 
 class _InMemoryCounterTransaction:
     """Reads the committed marts; ``apply`` stages its changes until the commit."""
 
-    def __init__(self, marts: _Marts) -> None:
+    def __init__(self, marts: _Marts, rules: RuleIndex) -> None:
         self._marts = marts
         self._staged = _Marts()
+        self._rules = rules
+
+    def tag_rules(self) -> RuleIndex:
+        return self._rules
+
+    def tag_states(
+        self, keys: Collection[tuple[uuid.UUID, str]]
+    ) -> Mapping[tuple[uuid.UUID, str], TagState]:
+        return {key: self._marts.tag_states[key] for key in keys if key in self._marts.tag_states}
+
+    def save_tags(self, update: TagUpdate, ruleset_version: int) -> None:
+        self._staged.tag_states.update(((s.user_key, s.tag_id), s) for s in update.states)
+        self._staged.tag_events.extend((event, ruleset_version) for event in update.events)
 
     def ledger(self, order_keys: Collection[uuid.UUID]) -> Mapping[uuid.UUID, Contribution]:
         return {key: self._marts.ledger[key] for key in order_keys if key in self._marts.ledger}
@@ -132,19 +148,38 @@ class _InMemoryCounterTransaction:
         self._marts.ledger.update(self._staged.ledger)
         self._marts.products.update(self._staged.products)
         self._marts.categories.update(self._staged.categories)
+        self._marts.tag_states.update(self._staged.tag_states)
+        self._marts.tag_events.extend(self._staged.tag_events)
 
 
 class InMemoryCounterStore:
-    """The marts and the ledger; a transaction that raises leaves them untouched."""
+    """The marts, the ledger and the tags of ``rules``; a transaction that raises
+    leaves them untouched."""
 
-    def __init__(self) -> None:
+    def __init__(self, rules: RuleIndex | None = None) -> None:
         self._marts = _Marts()
+        self.rules = rules or RuleIndex(())
+        self._delivered = 0
 
     @contextmanager
     def transaction(self) -> Iterator[_InMemoryCounterTransaction]:
-        transaction = _InMemoryCounterTransaction(self._marts)
+        transaction = _InMemoryCounterTransaction(self._marts, self.rules)
         yield transaction
         transaction.commit()
+
+    def deliver(self, send: Callable[[Sequence[TagEvent]], None]) -> int:
+        pending = [event for event, _ in self._marts.tag_events[self._delivered :]]
+        if pending:
+            send(pending)
+            self._delivered += len(pending)
+        return len(pending)
+
+    def tag_members(self) -> dict[tuple[uuid.UUID, str], TagState]:
+        """(user key, tag id) -> state, members only."""
+        return {key: s for key, s in self._marts.tag_states.items() if s.is_member}
+
+    def tag_events(self) -> list[TagEvent]:
+        return [event for event, _ in self._marts.tag_events]
 
     def product_counts(self) -> dict[tuple[uuid.UUID, uuid.UUID], int]:
         """(user key, product key) -> order count, rows with 0 left out."""

@@ -11,6 +11,8 @@ Kafka, Redis, PostgreSQL or DI library. Its modules:
 * :mod:`~dwh_core.hashing`: the hash keys of the vault and the marts;
 * :mod:`~dwh_core.vault`: the Data Vault rows of an order;
 * :mod:`~dwh_core.counters`: the mart counters and how they stay exact;
+* :mod:`~dwh_core.tags`: the user tags: rules, their transitions, and how they stay exact;
+* :mod:`~dwh_core.tag_rules`: the rules file, read and checked line by line;
 * :mod:`~dwh_core.messages`: messages, dead letters and their topics;
 * :mod:`~dwh_core.ports`: what the layers need of the outside world;
 * :mod:`~dwh_core.layers`: the three layer services.
@@ -64,6 +66,25 @@ from dwh_core.ports import (
     RawEventStore,
     VaultStore,
 )
+from dwh_core.tag_rules import RuleFile, RulesError, check_names, load_rules, parse_rules
+from dwh_core.tags import (
+    AppliedRule,
+    RuleChange,
+    RuleIndex,
+    TagEvent,
+    TagRule,
+    TagState,
+    TagStep,
+    TagUpdate,
+    count_matches,
+    fold_steps,
+    recount,
+    rule_change,
+    tag_steps,
+    transitions_by_tag,
+    window_start_at,
+    window_steps,
+)
 from dwh_core.vault import (
     HUBS,
     LINKS,
@@ -76,13 +97,14 @@ from dwh_core.vault import (
 )
 from dwh_core.versions import Version
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "CLOSED",
     "HUBS",
     "LINKS",
     "SATELLITES",
+    "AppliedRule",
     "BatchResult",
     "CdmService",
     "Clock",
@@ -108,23 +130,43 @@ __all__ = [
     "RawEvent",
     "RawEventStore",
     "Restaurant",
+    "RuleChange",
+    "RuleFile",
+    "RuleIndex",
+    "RulesError",
     "Satellite",
     "SatelliteState",
     "StgService",
+    "TagEvent",
+    "TagRule",
+    "TagState",
+    "TagStep",
+    "TagUpdate",
     "User",
     "VaultRows",
     "VaultStore",
     "Version",
     "__version__",
     "bounded_reason",
+    "check_names",
+    "count_matches",
     "dead_letter_topic",
     "encode_json",
+    "fold_steps",
     "hash_key",
     "hashdiff",
+    "load_rules",
     "parse_order",
     "parse_restaurant",
+    "parse_rules",
     "parse_user",
     "plan_update",
+    "recount",
+    "rule_change",
     "shorten",
     "source_of_dead_letters",
+    "tag_steps",
+    "transitions_by_tag",
+    "window_start_at",
+    "window_steps",
 ]

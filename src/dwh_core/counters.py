@@ -28,12 +28,15 @@ other layer, so the result does not depend on the order of arrival.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 
 from attrs import frozen
 
+from dwh_core.hashing import hash_key
 from dwh_core.orders import OrderFacts
 from dwh_core.versions import Version
 
@@ -47,6 +50,10 @@ class Contribution:
     version: Version
     products: frozenset[uuid.UUID]
     categories: frozenset[uuid.UUID]
+    # What the tag rules need (dwh_core.tags): the order's date (None when the facts did
+    # not carry it) and the hash keys of its products' names.
+    order_date: datetime | None = None
+    product_names: frozenset[uuid.UUID] = frozenset()
 
 
 @frozen
@@ -79,14 +86,26 @@ def newest_versions(versions: Iterable[OrderFacts]) -> dict[uuid.UUID, OrderFact
     return newest
 
 
+@functools.lru_cache(maxsize=65536)
+def name_key(name: str) -> uuid.UUID:
+    """The hash key of a product's name (names recur in almost every batch)."""
+    return hash_key(name)
+
+
 def contribution_of(facts: OrderFacts) -> Contribution:
-    counted = facts.is_counted
+    """The ledger row of an order version: empty keys unless it is counted."""
+    if not facts.is_counted:
+        return Contribution(
+            facts.order_key, facts.user_key, facts.version, frozenset(), frozenset(), facts.date
+        )
     return Contribution(
         order_key=facts.order_key,
         user_key=facts.user_key,
         version=facts.version,
-        products=frozenset(p.key for p in facts.products) if counted else frozenset(),
-        categories=frozenset(c.key for c in facts.categories) if counted else frozenset(),
+        products=frozenset(p.key for p in facts.products),
+        categories=frozenset(c.key for c in facts.categories),
+        order_date=facts.date,
+        product_names=frozenset(name_key(p.name) for p in facts.products),
     )
 
 

@@ -21,6 +21,7 @@ from dwh_core.orders import EnrichedOrder, Order
 from dwh_core.parsing import (
     InvalidMessage,
     encode,
+    encode_json,
     parse_enriched_order,
     parse_order,
     parse_order_facts,
@@ -35,6 +36,7 @@ from dwh_core.ports import (
     RawEventStore,
     VaultStore,
 )
+from dwh_core.tags import TagEvent, fold_steps, tag_steps
 from dwh_core.vault import VaultRows, order_facts, satellite_changes, vault_rows
 from dwh_core.versions import content_hash
 
@@ -164,21 +166,59 @@ class DdsService:
 
 
 class CdmService:
-    """Order facts into the two marts, exactly (see :mod:`dwh_core.counters`)."""
+    """Order facts into the two marts, exactly (see :mod:`dwh_core.counters`), and the
+    user tags with them, in the same transaction (:mod:`dwh_core.tags`); after the
+    commit, the transitions go to the tags topic (``tag_events``)."""
 
     stage = "cdm"
 
-    def __init__(self, counters: CounterStore, dead_letters: DeadLetterSink) -> None:
+    def __init__(
+        self,
+        counters: CounterStore,
+        dead_letters: DeadLetterSink,
+        tag_events: Publisher,
+        published: Callable[[Sequence[TagEvent]], object] | None = None,
+    ) -> None:
+        """``published`` is told of every transition once it is delivered (metrics)."""
         self._counters = counters
         self._dead_letters = dead_letters
+        self._tag_events = tag_events
+        self._published = published
+        # Transitions may wait from before a crash, so the first batch delivers.
+        self._undelivered = True
 
     def handle(self, batch: Sequence[InMessage]) -> BatchResult:
         parsed, letters = _parse_all(batch, parse_order_facts, self.stage)
         if parsed:
             versions = [facts for _, facts in parsed]
             with self._counters.transaction() as transaction:
+                rules = transaction.tag_rules()
                 ledger = transaction.ledger({facts.order_key for facts in versions})
                 transaction.apply(plan_update(ledger, versions))
+                steps = tag_steps(rules, ledger, versions)
+                if steps:
+                    states = transaction.tag_states({(s.user_key, s.tag_id) for s in steps})
+                    update = fold_steps(steps, states, rules)
+                    transaction.save_tags(update, rules.version)
+                    self._undelivered |= bool(update.events)
+        self.deliver_tag_events()
         if letters:
             self._dead_letters.send(letters)
         return BatchResult(len(batch), len(parsed), len(letters))
+
+    def deliver_tag_events(self, force: bool = False) -> int:
+        """Publish the recorded transitions not yet delivered (keyed by user, so each
+        user's stay in order); the number published. Without ``force`` it asks the
+        store only when this service recorded some, or has not asked since it started."""
+        if not (self._undelivered or force):
+            return 0
+        sent = self._counters.deliver(self._publish_tag_events)
+        self._undelivered = False
+        return sent
+
+    def _publish_tag_events(self, events: Sequence[TagEvent]) -> None:
+        self._tag_events.publish(
+            [OutMessage(event.user_id.encode(), encode_json(event.message())) for event in events]
+        )
+        if self._published is not None:
+            self._published(events)

@@ -169,6 +169,8 @@ class OrderFacts:
     products: list[KeyName]
     categories: list[KeyName]
     content_hash: str = ""
+    # The order's date (for tag rules with a window); None from older producers.
+    date: datetime | None = None
 
     @property
     def version(self) -> Version:

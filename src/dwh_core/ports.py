@@ -11,7 +11,7 @@ is idempotent, so a retry or a replay changes nothing.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
@@ -20,6 +20,7 @@ from attrs import frozen
 
 from dwh_core.counters import Contribution, CounterUpdate
 from dwh_core.messages import DeadLetter, OutMessage
+from dwh_core.tags import RuleIndex, TagEvent, TagState, TagUpdate
 from dwh_core.vault import SatelliteState, VaultRows
 from dwh_core.versions import Version
 
@@ -74,6 +75,11 @@ class VaultStore(Protocol):
 
 
 class CounterTransaction(Protocol):
+    def tag_rules(self) -> RuleIndex:
+        """The tag rules in force; a rule change waits until this transaction ends (and
+        this one waits for a rule change in flight). Read before the ledger."""
+        ...
+
     def ledger(self, order_keys: Collection[uuid.UUID]) -> Mapping[uuid.UUID, Contribution]:
         """The ledger rows of these orders, locked until the transaction ends."""
         ...
@@ -82,10 +88,27 @@ class CounterTransaction(Protocol):
         """Add the deltas to the counters and replace the ledger rows."""
         ...
 
+    def tag_states(
+        self, keys: Collection[tuple[uuid.UUID, str]]
+    ) -> Mapping[tuple[uuid.UUID, str], TagState]:
+        """The stored states of these (user, tag) pairs, locked until the transaction
+        ends; pairs with no state yet are left out."""
+        ...
+
+    def save_tags(self, update: TagUpdate, ruleset_version: int) -> None:
+        """Replace the states, the members they make, and record the transitions, in
+        order, for delivery after the commit."""
+        ...
+
 
 class CounterStore(Protocol):
     def transaction(self) -> AbstractContextManager[CounterTransaction]:
         """A unit of work: committed when the block ends normally, else rolled back."""
+        ...
+
+    def deliver(self, send: Callable[[Sequence[TagEvent]], None]) -> int:
+        """Send the recorded transitions not yet delivered, oldest first, with ``send``
+        (which returns once they are delivered), and mark them; how many were sent."""
         ...
 
 

@@ -311,4 +311,5 @@ def order_facts(order: EnrichedOrder) -> OrderFacts:
         products=[KeyName(key, name) for key, name in products.items()],
         categories=[KeyName(key, name) for key, name in categories.items()],
         content_hash=payload.content_hash,
+        date=payload.date,
     )

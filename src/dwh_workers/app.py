@@ -17,6 +17,7 @@ from tenacity import (
 from dwh_adapters.kafka.consumer import InstanceFenced
 from dwh_adapters.postgres.migrations import SchemaOutdated, check_schema
 from dwh_adapters.postgres.settings import connect
+from dwh_core.tag_rules import RulesError
 from dwh_workers import config
 from dwh_workers.containers import CONTAINERS
 from dwh_workers.errors import is_transient
@@ -112,7 +113,12 @@ def main(layer: str) -> int:
             "postgres": settings.postgres.describe(),
         },
     )
-    worker: Worker = container.worker()
+    try:
+        worker: Worker = container.worker()
+    except RulesError as exc:
+        log.error("the tag rules file is not valid; fix it and start again:\n%s", exc)
+        container.shutdown_resources()
+        return 2
     workers.append(worker)
     tune_garbage_collector()
     if stopping.is_set():

@@ -21,6 +21,7 @@ import re
 import socket
 import sys
 from collections.abc import Mapping
+from importlib.resources import files
 
 from attrs import frozen
 
@@ -58,6 +59,9 @@ class WorkerSettings:
     http_port: int
     log_format: str
     log_level: str
+    # The user tags (CDM): the rules file, and how often rules with a window are swept.
+    tag_rules: str = ""
+    tag_sweep_interval_s: float = 60.0
 
 
 @frozen
@@ -235,7 +239,14 @@ def worker_settings(env: _Env, layer_name: str) -> WorkerSettings:
             "DWH_LOG_FORMAT", "text" if sys.stderr.isatty() else "json", LOG_FORMATS
         ),
         log_level=env.choice("DWH_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+        tag_rules=env.existing_file("DWH_TAG_RULES") or default_tag_rules(),
+        tag_sweep_interval_s=env.integer("DWH_TAG_SWEEP_INTERVAL_S", 60, 1, 86_400),
     )
+
+
+def default_tag_rules() -> str:
+    """The rules file that ships with the workers (``dwh_workers/tag_rules.toml``)."""
+    return str(files("dwh_workers").joinpath("tag_rules.toml"))
 
 
 @frozen

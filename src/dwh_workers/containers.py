@@ -12,6 +12,7 @@ checks both wirings.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
@@ -24,6 +25,7 @@ from dwh_adapters.lifecycle import Closeable
 from dwh_adapters.postgres.connection import PostgresProbe
 from dwh_adapters.postgres.counter_store import PostgresCounterStore
 from dwh_adapters.postgres.raw_events import PostgresRawEventStore
+from dwh_adapters.postgres.tag_store import PostgresTagAdmin
 from dwh_adapters.postgres.vault_store import PostgresVaultStore
 from dwh_adapters.redis import RedisDictionaryReader, RedisProbe
 from dwh_core.layers import CdmService, DdsService, StgService
@@ -31,6 +33,7 @@ from dwh_workers.config import Settings
 from dwh_workers.errors import is_transient
 from dwh_workers.observability import Metrics
 from dwh_workers.runner import Worker
+from dwh_workers.tags import TagUpkeep, count_transitions
 
 C = TypeVar("C", bound=Closeable)
 
@@ -82,11 +85,13 @@ class Infrastructure(containers.DeclarativeContainer):
 def _worker(
     infrastructure: providers.Container[Infrastructure],
     service: providers.Provider[Any],
+    upkeep: providers.Provider[Any] | None = None,
     **extra_probes: providers.Provider[Any],
 ) -> providers.Factory[Worker]:
     """The layer's worker; every layer probes Kafka and PostgreSQL, plus ``extra_probes``."""
     return providers.Factory(
         Worker,
+        upkeep=upkeep if upkeep is not None else providers.Object(None),
         consumer=infrastructure.consumer,
         service=service,
         dead_letters=infrastructure.dead_letters,
@@ -151,10 +156,28 @@ class CdmContainer(containers.DeclarativeContainer):
     counters = providers.Resource(
         closing, providers.Factory(PostgresCounterStore, settings=settings.provided.postgres)
     )
-    service = providers.Factory(
-        CdmService, counters=counters, dead_letters=infrastructure.dead_letters
+    tag_admin = providers.Resource(
+        closing, providers.Factory(PostgresTagAdmin, settings=settings.provided.postgres)
     )
-    worker = _worker(infrastructure, service)
+    clock = providers.Singleton(SystemClock)
+    service = providers.Singleton(
+        CdmService,
+        counters=counters,
+        dead_letters=infrastructure.dead_letters,
+        tag_events=infrastructure.publisher,
+        published=providers.Callable(functools.partial, count_transitions, infrastructure.metrics),
+    )
+    tag_upkeep = providers.Factory(
+        TagUpkeep,
+        admin=tag_admin,
+        service=service,
+        clock=clock,
+        rules_path=settings.provided.worker.tag_rules,
+        sweep_interval_s=settings.provided.worker.tag_sweep_interval_s,
+        redis=settings.provided.redis,
+        metrics=infrastructure.metrics,
+    )
+    worker = _worker(infrastructure, service, tag_upkeep)
 
 
 LayerContainer = StgContainer | DdsContainer | CdmContainer

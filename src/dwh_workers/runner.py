@@ -101,9 +101,13 @@ class Worker:
         max_backoff_s: float = 30.0,
         probes: Mapping[str, Callable[[], object]] | None = None,
         probe_interval_s: float = PROBE_INTERVAL_S,
+        upkeep: Callable[[], object] | None = None,
     ) -> None:
         """``probes``: a check per dependency (``postgres``, ``redis``, ``kafka``) that
-        raises when it is unreachable; run while idle, every ``probe_interval_s``."""
+        raises when it is unreachable; run while idle, every ``probe_interval_s``.
+        ``upkeep``: the layer's periodic work (it keeps its own pace), called after
+        every batch and every empty poll; retried like a batch when it fails
+        transiently, logged and counted when it fails otherwise."""
         self._consumer = consumer
         self._service = service
         self._dead_letters = dead_letters
@@ -112,6 +116,7 @@ class Worker:
         self._max_backoff_s = max_backoff_s
         self._probes = dict(probes or {})
         self._probe_interval_s = probe_interval_s
+        self._upkeep = upkeep
         self._stopping = threading.Event()
         self._last_lag = 0.0
         self._last_probe = float("-inf")
@@ -124,6 +129,7 @@ class Worker:
     def run(self) -> None:
         log.info("worker started", extra={"stage": self._service.stage})
         try:
+            self._keep_up()  # before the first batch: the layer's start-up work
             while not self._stopping.is_set():
                 self._metrics.tick()
                 batch = self._retry(self._consumer.consume)
@@ -134,6 +140,7 @@ class Worker:
                     self._reachable(set(self._unreachable))
                 else:
                     self._probe()
+                self._keep_up()
                 self._report_lag()
         except Abandoned:
             log.info("stopping: the batch in flight was abandoned uncommitted; it will be replayed")
@@ -156,6 +163,20 @@ class Worker:
         self._metrics.count("dwh_messages_in_total", result.received)
         self._metrics.count("dwh_messages_out_total", result.processed)
         self._metrics.count("dwh_dead_letters_total", result.dead_lettered)
+
+    def _keep_up(self) -> None:
+        if self._upkeep is None:
+            return
+        try:
+            self._retry(self._upkeep)
+        except Abandoned:
+            raise
+        except Exception as exc:
+            self._metrics.count("dwh_upkeep_failures_total", error=type(exc).__name__)
+            log.error(
+                "periodic work failed; trying again later",
+                extra={"error": bounded_reason(f"{type(exc).__name__}: {exc}")},
+            )
 
     def _isolate(self, batch: Sequence[InMessage], exc: Exception) -> None:
         self._metrics.count("dwh_batch_failures_total", error=type(exc).__name__)

@@ -21,6 +21,7 @@ from dwh_core.messages import dead_letter_topic
 ORDERS_TOPIC = "order-service_orders"
 STG_TOPIC = "stg-service-orders"
 DDS_TOPIC = "dds-service-orders"
+TAGS_TOPIC = "cdm-service-user-tags"
 
 
 @frozen
@@ -40,7 +41,7 @@ LAYERS: Mapping[str, Layer] = {
     for layer in (
         Layer("stg", ORDERS_TOPIC, STG_TOPIC, "stg-service", 8101),
         Layer("dds", STG_TOPIC, DDS_TOPIC, "dds-service", 8102),
-        Layer("cdm", DDS_TOPIC, None, "cdm-service", 8103),
+        Layer("cdm", DDS_TOPIC, TAGS_TOPIC, "cdm-service", 8103),
     )
 }
 LAYER_NAMES = tuple(LAYERS)
@@ -49,8 +50,10 @@ LOCAL_PORTS = {layer.name: layer.local_port for layer in LAYERS.values()}
 TOPICS = [
     *(layer.source_topic for layer in LAYERS.values()),
     *(dead_letter_topic(layer.source_topic) for layer in LAYERS.values()),
+    TAGS_TOPIC,
 ]
-"""Every topic the pipeline reads: each layer's source, then each dead-letter topic."""
+"""Every topic of the pipeline: each layer's source, each dead-letter topic, then the
+user tags' transitions, which CDM writes for the app (docs/CONTRACT.md §8)."""
 
 
 @define
@@ -70,10 +73,14 @@ class Topology:
         names = {"stg": "orders", "dds": "stg", "cdm": "dds"}
         return f"{names[layer]}-{self.suffix}"
 
-    def destination(self, layer: str) -> str | None:
-        """The topic ``layer`` writes, the next layer's source (none after CDM)."""
+    def destination(self, layer: str) -> str:
+        """The topic ``layer`` writes: the next layer's source, or after CDM the tags'."""
         following = LAYER_NAMES[LAYER_NAMES.index(layer) + 1 :]
-        return self.topic(following[0]) if following else None
+        return self.topic(following[0]) if following else self.tags_topic
+
+    @property
+    def tags_topic(self) -> str:
+        return f"tags-{self.suffix}"
 
     def group(self, layer: str) -> str:
         return f"{layer}-{self.suffix}"
@@ -87,7 +94,7 @@ class Topology:
     def all_topics(self) -> list[str]:
         """Every topic of :data:`TOPICS`, under this topology's names."""
         topics = [self.topic(layer) for layer in LAYER_NAMES]
-        return topics + [dead_letter_topic(topic) for topic in topics]
+        return [*topics, *(dead_letter_topic(topic) for topic in topics), self.tags_topic]
 
     def env(
         self, layer: str, base: Mapping[str, str] | None = None, /, **extra: str
@@ -102,9 +109,7 @@ class Topology:
         }
         if self.dbname:
             env["PG_WAREHOUSE_DBNAME"] = self.dbname
-        destination = self.destination(layer)
-        if destination:
-            env["KAFKA_DESTINATION_TOPIC"] = destination
+        env["KAFKA_DESTINATION_TOPIC"] = self.destination(layer)
         return env
 
 

@@ -21,7 +21,7 @@ def test_defaults_are_the_local_stack_and_the_layer_topics() -> None:
     )
     assert settings.worker.consumer_group == "dds-service"
     assert settings.postgres.dbname == "de"
-    assert load("cdm", {}).worker.destination_topic is None
+    assert load("cdm", {}).worker.destination_topic == "cdm-service-user-tags"
 
 
 def test_the_original_names_configure_production() -> None:

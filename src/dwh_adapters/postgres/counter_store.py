@@ -8,7 +8,7 @@ sorted by key.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from operator import attrgetter
 
@@ -18,8 +18,11 @@ from psycopg.rows import TupleRow
 
 from dwh_adapters.postgres.claims import ClaimedTable, Claims
 from dwh_adapters.postgres.connection import ConnectionOwner
+from dwh_adapters.postgres.settings import PgSettings
 from dwh_adapters.postgres.statements import arrays_of, assignments
+from dwh_adapters.postgres.tag_store import RuleCache, TagKey, TagTables, deliver_pending
 from dwh_core.counters import Contribution, CounterDelta, CounterUpdate
+from dwh_core.tags import RuleIndex, TagEvent, TagState, TagUpdate
 from dwh_core.versions import Version
 
 
@@ -53,12 +56,25 @@ _UPDATE_PRODUCTS = _counter_update("user_product_counters", "product_id", "produ
 _UPDATE_CATEGORIES = _counter_update("user_category_counters", "category_id", "category_name")
 _UPSERT_LEDGER = sql.SQL(
     "INSERT INTO cdm.order_contributions AS t"
-    " (order_key, user_key, update_ts, tiebreak, products, categories)"
-    " SELECT o, u, ts, tb, p::uuid[], c::uuid[]"
-    " FROM unnest(%b::uuid[], %b::uuid[], %b::timestamp[], %b::bytea[], %b::text[], %b::text[])"
-    " AS x(o, u, ts, tb, p, c)"
+    " (order_key, user_key, update_ts, tiebreak, products, categories, order_date, product_names)"
+    " SELECT o, u, ts, tb, p::uuid[], c::uuid[], d, n::uuid[]"
+    " FROM unnest(%b::uuid[], %b::uuid[], %b::timestamp[], %b::bytea[], %b::text[], %b::text[],"
+    " %b::timestamp[], %b::text[])"
+    " AS x(o, u, ts, tb, p, c, d, n)"
     " ON CONFLICT (order_key) DO UPDATE SET {}"
-).format(assignments(("user_key", "update_ts", "tiebreak", "products", "categories")))
+).format(
+    assignments(
+        (
+            "user_key",
+            "update_ts",
+            "tiebreak",
+            "products",
+            "categories",
+            "order_date",
+            "product_names",
+        )
+    )
+)
 
 # The claims of the ledger, keyed by order_key (every key of a batch is claimed); a
 # placeholder has a NULL update_ts.
@@ -69,8 +85,8 @@ _LEDGER_CLAIMS = ClaimedTable(
         " ON CONFLICT DO NOTHING"
     ),
     lock=sql.SQL(
-        "SELECT order_key, user_key, update_ts, tiebreak, products, categories"
-        " FROM cdm.order_contributions"
+        "SELECT order_key, user_key, update_ts, tiebreak, products, categories, order_date,"
+        " product_names FROM cdm.order_contributions"
         " WHERE order_key = ANY(%b::uuid[]) ORDER BY order_key FOR UPDATE"
     ),
     release=sql.SQL(
@@ -92,18 +108,35 @@ def _uuid_array(keys: frozenset[uuid.UUID]) -> str:
 class PostgresCounterTransaction:
     """:class:`~dwh_core.ports.CounterTransaction` inside one database transaction."""
 
-    def __init__(self, conn: psycopg.Connection[TupleRow]) -> None:
+    def __init__(self, conn: psycopg.Connection[TupleRow], rules: RuleCache) -> None:
         self._conn = conn
         self._claims = Claims(conn, _LEDGER_CLAIMS)
+        self._rules = rules
+        self._tags = TagTables(conn)
+
+    def tag_rules(self) -> RuleIndex:
+        return self._rules.current(self._conn)
 
     def ledger(self, order_keys: Collection[uuid.UUID]) -> Mapping[uuid.UUID, Contribution]:
         rows = self._claims.lock([(key,) for key in order_keys])
         return {
             key: Contribution(
-                key, user_key, Version(ts, tiebreak), frozenset(products), frozenset(categories)
+                key,
+                user_key,
+                Version(ts, tiebreak),
+                frozenset(products),
+                frozenset(categories),
+                date,
+                frozenset(names),
             )
-            for key, user_key, ts, tiebreak, products, categories in rows
+            for key, user_key, ts, tiebreak, products, categories, date, names in rows
         }
+
+    def tag_states(self, keys: Collection[tuple[uuid.UUID, str]]) -> Mapping[TagKey, TagState]:
+        return self._tags.states(keys)
+
+    def save_tags(self, update: TagUpdate, ruleset_version: int) -> None:
+        self._tags.save(update, ruleset_version)
 
     def apply(self, update: CounterUpdate) -> None:
         self._claims.replaced((c.order_key,) for c in update.contributions)
@@ -123,14 +156,17 @@ class PostgresCounterTransaction:
                         c.version.tiebreak,
                         _uuid_array(c.products),
                         _uuid_array(c.categories),
+                        c.order_date,
+                        _uuid_array(c.product_names),
                     )
                     for c in sorted(update.contributions, key=lambda c: c.order_key.int)
                 ]
                 cursor.execute(_UPSERT_LEDGER, arrays_of(rows))
 
     def release_placeholders(self) -> None:
-        """Drop the claims that no contribution replaced."""
+        """Drop the claims that no contribution or tag state replaced."""
         self._claims.release()
+        self._tags.release_placeholders()
 
 
 def _apply_deltas(
@@ -145,11 +181,19 @@ def _apply_deltas(
 
 
 class PostgresCounterStore(ConnectionOwner):
-    """:class:`~dwh_core.ports.CounterStore` on the ``cdm`` marts and their ledger."""
+    """:class:`~dwh_core.ports.CounterStore` on the ``cdm`` marts, their ledger and the
+    user tags (:mod:`~dwh_adapters.postgres.tag_store`)."""
+
+    def __init__(self, settings: PgSettings) -> None:
+        super().__init__(settings)
+        self._rules = RuleCache()
 
     @contextmanager
     def transaction(self) -> Iterator[PostgresCounterTransaction]:
         with self._transaction() as conn:
-            transaction = PostgresCounterTransaction(conn)
+            transaction = PostgresCounterTransaction(conn, self._rules)
             yield transaction
             transaction.release_placeholders()
+
+    def deliver(self, send: Callable[[Sequence[TagEvent]], None]) -> int:
+        return deliver_pending(self._transaction, send)

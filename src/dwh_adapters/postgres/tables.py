@@ -21,7 +21,13 @@ CDM_TABLES = (
     "cdm.user_category_counters",
     "cdm.order_contributions",
 )
-WAREHOUSE_TABLES = (*STG_TABLES, *DDS_TABLES, *CDM_TABLES)
+TAG_TABLES = (
+    "cdm.tag_rules",
+    "cdm.user_tag_counters",
+    "cdm.user_tags",
+    "cdm.user_tag_events",
+)
+WAREHOUSE_TABLES = (*STG_TABLES, *DDS_TABLES, *CDM_TABLES, *TAG_TABLES)
 # Where each layer keeps one row per order: how far a backlog has come, in orders.
 ORDERS_TABLES = {
     "stg": STG_TABLES[0],
@@ -36,10 +42,15 @@ def identifier(qualified: str) -> sql.Identifier:
 
 
 def truncate_all(conn: psycopg.Connection[TupleRow]) -> None:
-    """Empty every warehouse table (tests and benchmarks only) and commit."""
+    """Empty every warehouse table (tests and benchmarks only), the tag rules in force
+    too (a worker reloads them: the revision moves), and commit."""
     with conn.transaction():
         conn.execute(
             sql.SQL("TRUNCATE {} RESTART IDENTITY").format(
                 sql.SQL(", ").join(identifier(table) for table in WAREHOUSE_TABLES)
             )
+        )
+        conn.execute(
+            "UPDATE cdm.tag_control SET ruleset_version = 0, revision = revision + 1,"
+            " applied_at = NULL, rules_source = ''"
         )

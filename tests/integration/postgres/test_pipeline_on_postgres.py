@@ -12,7 +12,12 @@ from typing import Any
 import pytest
 from psycopg import sql
 
-from dwh_adapters.memory import FixedClock, InMemoryDeadLetters, InMemoryTopics
+from dwh_adapters.memory import (
+    FixedClock,
+    InMemoryDeadLetters,
+    InMemoryPublisher,
+    InMemoryTopics,
+)
 from dwh_adapters.postgres.counter_store import PostgresCounterStore
 from dwh_adapters.postgres.marts import PostgresMarts
 from dwh_adapters.postgres.raw_events import PostgresRawEventStore
@@ -219,7 +224,8 @@ def test_the_marts_read_side_names_users_products_and_categories(
     ]
     with PostgresVaultStore(settings) as vault, PostgresCounterStore(settings) as counters:
         save_orders(vault, orders)
-        layer = CdmService(counters, InMemoryDeadLetters(InMemoryTopics()))
+        topics = InMemoryTopics()
+        layer = CdmService(counters, InMemoryDeadLetters(topics), InMemoryPublisher(topics, "tags"))
         layer.handle(
             [InMessage(encode(order_facts(o)), DDS_TOPIC, 0, n) for n, o in enumerate(orders)]
         )

@@ -31,6 +31,7 @@ def test_migrating_again_applies_nothing_and_the_versions_are_recorded(db: Conne
     assert select(db, "SELECT version, name FROM public.dwh_schema_migrations ORDER BY 1") == [
         (1, "initial"),
         (2, "exact_values_and_ties"),
+        (3, "user_tags"),
     ]
     assert schema_version(db) == LATEST_VERSION
     check_schema(db)
@@ -76,7 +77,10 @@ def test_a_fresh_database_is_refused_then_migrated_once_by_two_concurrent_migrat
     for thread in threads:
         thread.join()
 
-    assert sorted(applied) == [[], ["0001_initial", "0002_exact_values_and_ties"]]
+    assert sorted(applied) == [
+        [],
+        ["0001_initial", "0002_exact_values_and_ties", "0003_user_tags"],
+    ]
     with connect(fresh_database) as conn:
         check_schema(conn)
 
