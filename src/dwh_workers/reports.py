@@ -12,12 +12,19 @@ from typing import TextIO
 from dwh_adapters.kafka import RedriveResult, StoredDeadLetter
 from dwh_adapters.kafka.dead_letters import describe_refused
 from dwh_adapters.postgres.marts import Totals
+from dwh_adapters.postgres.recompute import (
+    CounterDifference,
+    LedgerComparison,
+    MartComparison,
+    MartDifferences,
+    RebuildResult,
+)
 from dwh_workers.errors import OperatorError
 from dwh_workers.pipeline_status import LayerState, PipelineProgress, Status, Summary
 from dwh_workers.progress import Board
 from dwh_workers.replay import Reset
 from dwh_workers.topology import LAYER_NAMES
-from dwh_workers.warehouse_queries import CategoryUsers, Marts, UserMarts
+from dwh_workers.warehouse_queries import CategoryUsers, Marts, UserMarts, describe_ambiguities
 
 # --- the warehouse -------------------------------------------------------------------------
 
@@ -64,6 +71,102 @@ def totals_report(totals: Totals) -> str:
             f"(order counts add up to {totals.product_count_sum:,})",
             f"user x category counters: {totals.category_counters:,} "
             f"(order counts add up to {totals.category_count_sum:,})",
+        ]
+    )
+
+
+def verify_report(differences: MartDifferences) -> str:
+    """``dwh marts verify``: one line when the marts and the ledger equal their
+    recomputation from the vault; else, per table, how many rows differ and the first of
+    them (as many as were read). Then notes on names and on what the vault cannot say."""
+    products, categories, ledger = (
+        differences.products,
+        differences.categories,
+        differences.ledger,
+    )
+    if differences.empty:
+        lines = [
+            f"marts verified: {products.compared:,} product rows, "
+            f"{categories.compared:,} category rows, {ledger.compared:,} orders: no differences"
+        ]
+    else:
+        lines = [
+            *_mart_differences(products),
+            *_mart_differences(categories),
+            *_ledger_differences(ledger),
+            "the marts differ from their recomputation from the vault: `dwh marts rebuild` "
+            "rewrites them (a pipeline still catching up shows its backlog here: verify "
+            "when every layer has caught up)",
+        ]
+    names = [
+        f"{mart.names_differing:,} {mart.table} row(s)"
+        for mart in (products, categories)
+        if mart.names_differing
+    ]
+    if names:
+        lines.append(
+            f"note: {' and '.join(names)} have the right count under another name than the "
+            "vault's newest (display names, not differences)"
+        )
+    if differences.ambiguities:
+        lines.append(
+            "warning: the vault cannot say exactly what the marts hold: "
+            f"{describe_ambiguities(differences.ambiguities)}"
+        )
+    return "\n".join(lines)
+
+
+def _mart_differences(mart: MartComparison) -> list[str]:
+    if not mart.differing:
+        return [f"{mart.table}: no differences ({mart.compared:,} rows)"]
+    return [
+        f"{mart.table}: {mart.differing:,} of {mart.compared:,} rows differ",
+        *(f"  {_counter_difference(row)}" for row in mart.rows),
+        *_more(mart.differing, len(mart.rows)),
+    ]
+
+
+def _counter_difference(row: CounterDifference) -> str:
+    user = row.user_id or f"key {row.user_key}"
+    what = row.name or row.business_key or f"key {row.key}"
+    if row.business_key and row.business_key != what:
+        what = f"{what} ({row.business_key})"
+    stored = "no row" if row.stored is None else f"{row.stored:,}"
+    return f"{row.kind:<7}  user {user}  {what}: stored {stored}, recomputed {row.expected:,}"
+
+
+def _ledger_differences(ledger: LedgerComparison) -> list[str]:
+    if not ledger.differing:
+        return [f"cdm.order_contributions: no differences ({ledger.compared:,} orders)"]
+    return [
+        f"cdm.order_contributions: {ledger.differing:,} of {ledger.compared:,} orders differ",
+        *(
+            f"  order {row.order_id if row.order_id is not None else row.order_key}: "
+            f"{', '.join(row.aspects)}"
+            for row in ledger.rows
+        ),
+        *_more(ledger.differing, len(ledger.rows)),
+    ]
+
+
+def _more(total: int, shown: int) -> list[str]:
+    return [f"  ... and {total - shown:,} more"] if total > shown else []
+
+
+def rebuild_report(result: RebuildResult) -> str:
+    """``dwh marts rebuild``: the rows written to each table."""
+    if not result.rows_written:
+        return "the marts already equal their recomputation from the vault: nothing rewritten"
+    return "\n".join(
+        [f"rewrote the marts from the vault: {result.rows_written:,} rows written"]
+        + [
+            f"  {writes.table}: {writes.inserted:,} inserted, {writes.updated:,} updated, "
+            f"{writes.removed:,} {removed}"
+            for writes, removed in (
+                (result.ledger, "deleted (orders not in the vault)"),
+                (result.products, "set to 0"),
+                (result.categories, "set to 0"),
+            )
         ]
     )
 
@@ -154,6 +257,9 @@ def summary_report(summary: Summary, baseline: Totals | None, top: int = 5) -> s
     lines = [totals_report(summary.totals)]
     if baseline is not None:
         lines.append(f"compared with before this run: {_compared(baseline, summary.totals)}")
+    if summary.tag_members:
+        tags = ", ".join(f"{tag} {count:,}" for tag, count in summary.tag_members.items())
+        lines.append(f"tag members: {tags} (dwh tags list; dwh tags --user <login>)")
     lines += [
         f"dead letters: {letters} (dwh dead-letters list --topic <source topic>-dlq)",
         "",

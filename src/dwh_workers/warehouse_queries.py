@@ -1,6 +1,7 @@
 """What ``dwh`` reads from the warehouse (PostgreSQL), as plain data: one user's marts,
 the top users of a category, the largest (user, category) counters, the totals, and
-totals saved before. Their text for people is :mod:`dwh_workers.reports`."""
+totals saved before; and the marts against their recomputation from the vault, which
+``dwh marts rebuild`` writes. Their text for people is :mod:`dwh_workers.reports`."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from pathlib import Path
 
 from attrs import frozen
 
+from dwh_adapters.postgres import recompute
 from dwh_adapters.postgres.marts import PostgresMarts, Totals, UserRef
-from dwh_adapters.postgres.settings import PgSettings
+from dwh_adapters.postgres.recompute import MartDifferences, RebuildResult, VaultAmbiguities
+from dwh_adapters.postgres.settings import PgSettings, connect
 from dwh_workers.errors import OperatorError
 
 
@@ -84,3 +87,47 @@ def read_baseline(path: str | Path) -> Totals | None:
         return Totals.from_json(file.read_text())
     except (ValueError, TypeError) as exc:
         raise OperatorError(f"{path}: not a totals file of `dwh marts --totals --json`") from exc
+
+
+def verify_marts(postgres: PgSettings, limit: int | None) -> MartDifferences:
+    """The marts and the ledger against their recomputation from the vault, the first
+    ``limit`` differences of each table
+    (:func:`~dwh_adapters.postgres.recompute.mart_differences`)."""
+    with connect(postgres) as connection:
+        return recompute.mart_differences(connection, limit=limit)
+
+
+def rebuild_marts(postgres: PgSettings, force: bool) -> RebuildResult:
+    """Rewrite the marts and the ledger from the vault
+    (:func:`~dwh_adapters.postgres.recompute.rebuild_marts`). Raises
+    :class:`OperatorError`, writing nothing, when the vault holds cases the
+    recomputation cannot get right, unless ``force``."""
+    with connect(postgres) as connection:
+        ambiguities = recompute.vault_ambiguities(connection)
+        if ambiguities and not force:
+            raise OperatorError(
+                "the vault cannot say exactly what the marts hold: "
+                f"{describe_ambiguities(ambiguities)}; nothing rewritten "
+                "(--force rewrites the marts from the vault all the same)"
+            )
+        return recompute.rebuild_marts(connection)
+
+
+def describe_ambiguities(ambiguities: VaultAmbiguities) -> str:
+    """The cases the recomputation cannot get right, in a few words each."""
+    parts = [
+        f"{count:,} {what}"
+        for count, what in (
+            (ambiguities.orders_with_several_users, "order(s) linked to several users"),
+            (
+                ambiguities.products_with_several_categories,
+                "product(s) linked to several categories",
+            ),
+            (
+                ambiguities.statuses_off_their_version,
+                "order(s) whose current status is not their newest version's",
+            ),
+        )
+        if count
+    ]
+    return ", ".join(parts) or "none"

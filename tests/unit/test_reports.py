@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import io
 import itertools
+import uuid
 
+import attrs
 import pytest
 
 from dwh_adapters.kafka import StoredDeadLetter
 from dwh_adapters.postgres.marts import Totals, UserRef
+from dwh_adapters.postgres.recompute import (
+    CounterDifference,
+    LedgerComparison,
+    LedgerDifference,
+    MartComparison,
+    MartDifferences,
+    RebuildResult,
+    TableWrites,
+    VaultAmbiguities,
+)
 from dwh_adapters.postgres.tables import ORDERS_TABLES
 from dwh_workers import reports
 from dwh_workers.errors import OperatorError
@@ -120,3 +132,102 @@ def test_a_group_or_topic_goes_with_one_layer() -> None:
     assert len(replay_targets("all", group=None, topic=None)) == len(LAYER_NAMES)
     with pytest.raises(OperatorError, match="--group and --topic name one layer's group"):
         replay_targets("all", group="g", topic=None)
+
+
+# --- marts verify and rebuild ----------------------------------------------------------------
+
+
+def comparison(
+    table: str,
+    compared: int,
+    rows: tuple[CounterDifference, ...] = (),
+    differing: int | None = None,
+    names: int = 0,
+) -> MartComparison:
+    return MartComparison(
+        table, compared, len(rows) if differing is None else differing, rows, names
+    )
+
+
+NO_AMBIGUITY = VaultAmbiguities(0, 0, 0)
+USER_KEY, PRODUCT_KEY, ORDER_KEY = (uuid.UUID(int=n) for n in (1, 2, 3))
+
+
+def test_verified_marts_are_one_line_and_names_and_ambiguities_add_a_note() -> None:
+    clean = MartDifferences(
+        comparison("cdm.user_product_counters", 1200),
+        comparison("cdm.user_category_counters", 300),
+        LedgerComparison(5000, 0, ()),
+        NO_AMBIGUITY,
+    )
+
+    assert reports.verify_report(clean) == (
+        "marts verified: 1,200 product rows, 300 category rows, 5,000 orders: no differences"
+    )
+    named = attrs.evolve(
+        clean,
+        categories=comparison("cdm.user_category_counters", 300, names=2),
+        ambiguities=VaultAmbiguities(0, 1, 0),
+    )
+    assert reports.verify_report(named).splitlines()[1:] == [
+        "note: 2 cdm.user_category_counters row(s) have the right count under another name "
+        "than the vault's newest (display names, not differences)",
+        "warning: the vault cannot say exactly what the marts hold: 1 product(s) linked to "
+        "several categories",
+    ]
+
+
+def test_differences_are_listed_per_table_with_how_many_more() -> None:
+    rows = (
+        CounterDifference(USER_KEY, "6276e8cd0cf48b4cded00870", PRODUCT_KEY, "a01", "Суп", 3, 2),
+        CounterDifference(USER_KEY, None, PRODUCT_KEY, None, None, None, 1),
+    )
+    differences = MartDifferences(
+        comparison("cdm.user_product_counters", 40, rows, differing=25),
+        comparison("cdm.user_category_counters", 30),
+        LedgerComparison(
+            100,
+            2,
+            (
+                LedgerDifference(ORDER_KEY, 1371198, ("user", "products")),
+                LedgerDifference(ORDER_KEY, None, ("extra",)),
+            ),
+        ),
+        NO_AMBIGUITY,
+    )
+
+    assert reports.verify_report(differences).splitlines() == [
+        "cdm.user_product_counters: 25 of 40 rows differ",
+        "  count    user 6276e8cd0cf48b4cded00870  Суп (a01): stored 3, recomputed 2",
+        f"  missing  user key {USER_KEY}  key {PRODUCT_KEY}: stored no row, recomputed 1",
+        "  ... and 23 more",
+        "cdm.user_category_counters: no differences (30 rows)",
+        "cdm.order_contributions: 2 of 100 orders differ",
+        "  order 1371198: user, products",
+        f"  order {ORDER_KEY}: extra",
+        "the marts differ from their recomputation from the vault: `dwh marts rebuild` "
+        "rewrites them (a pipeline still catching up shows its backlog here: verify when "
+        "every layer has caught up)",
+    ]
+
+
+def test_a_rebuild_says_what_it_wrote_per_table() -> None:
+    nothing = RebuildResult(
+        TableWrites("cdm.user_product_counters", 0, 0, 0),
+        TableWrites("cdm.user_category_counters", 0, 0, 0),
+        TableWrites("cdm.order_contributions", 0, 0, 0),
+    )
+    assert reports.rebuild_report(nothing) == (
+        "the marts already equal their recomputation from the vault: nothing rewritten"
+    )
+    some = attrs.evolve(
+        nothing,
+        products=TableWrites("cdm.user_product_counters", 1, 2, 3),
+        ledger=TableWrites("cdm.order_contributions", 1000, 0, 1),
+    )
+    assert reports.rebuild_report(some) == (
+        "rewrote the marts from the vault: 1,007 rows written\n"
+        "  cdm.order_contributions: 1,000 inserted, 0 updated, 1 deleted (orders not in the vault)\n"
+        "  cdm.user_product_counters: 1 inserted, 2 updated, 3 set to 0\n"
+        "  cdm.user_category_counters: 0 inserted, 0 updated, 0 set to 0"
+    )
