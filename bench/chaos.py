@@ -53,6 +53,8 @@ from bench.marts import Marts
 from bench.private import PrivateKafka, PrivatePostgres, PrivateRedis, wait_until
 from bench.processes import REPO
 from dwh_adapters.kafka import KafkaSettings, ensure_topics, read_dead_letters
+from dwh_adapters.postgres.recompute import mart_differences
+from dwh_adapters.postgres.tag_store import tag_differences
 from dwh_core.hashing import hash_key
 from dwh_core.messages import dead_letter_topic
 from dwh_workers import oracle
@@ -272,6 +274,8 @@ class Run:
             actual = Marts.read(conn, "cdm", users)
             ledger = _ledger(conn)
             stored = _stored_orders(conn)
+            marts_verified = mart_differences(conn, limit=0)
+            tags_compared, tag_found = tag_differences(conn)
         letters = _dead_letters(services.kafka_settings(), data, feed)
         orders = _orders_check(newest, ledger)
         bad = _bad_check(data, letters, stored)
@@ -287,6 +291,13 @@ class Run:
             "double_counted": excess,
             "counter_units_short": short,
             "marts_differing": actual.differences(expected),
+            "verify": {
+                "mart_differences": marts_verified.products.differing
+                + marts_verified.categories.differing
+                + marts_verified.ledger.differing,
+                "tag_differences": len(tag_found),
+                "tag_counts_compared": tags_compared,
+            },
             "counters": len(expected.products) + len(expected.categories),
             "orders": orders,
             "bad": bad,
@@ -504,6 +515,8 @@ def table(results: dict[str, Any]) -> str:
         f"| double-counted | {results['double_counted']} |",
         f"| marts equal the oracle | {_yes(results['marts_differing'] == 0)} "
         f"({results['counters']:,} counters, {results['marts_differing']} differ) |",
+        f"| `dwh marts verify`, `dwh tags verify`: differences | "
+        f"{results['verify']['mart_differences']}, {results['verify']['tag_differences']} |",
         f"| orders in the ledger at their newest version | "
         f"{orders['expected'] - orders['missing_or_stale']:,} / {orders['expected']:,} |",
         f"| bad messages dead-lettered | {bad['dead_lettered']} / {bad['total']} "
@@ -530,6 +543,12 @@ def failures(results: dict[str, Any]) -> list[str]:
         problems.append(f"{results['double_counted']} counts too many")
     if results["marts_differing"]:
         problems.append(f"{results['marts_differing']} counters differ from the oracle")
+    verify = results["verify"]
+    if verify["mart_differences"] or verify["tag_differences"]:
+        problems.append(
+            f"a recount from scratch differs: {verify['mart_differences']} in the marts "
+            f"(from the vault), {verify['tag_differences']} in the tags"
+        )
     if results["bad"]["dead_lettered"] < results["bad"]["total"]:
         bad = results["bad"]
         problems.append(

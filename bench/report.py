@@ -48,6 +48,15 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "met": fresh["p99_ms"] < 1000 and fresh["visible"] == fresh["probes"],
                 }
             )
+    tags = results["tags"]
+    found.append(
+        {
+            "target": "the tags' cost: rate with the default rules / with none",
+            "goal": ">= 0.90",
+            "measured": f"{tags['with_over_without']:.2f}",
+            "met": tags["with_over_without"] >= 0.9,
+        }
+    )
     found.append(
         {
             "target": "peak RSS of each worker",
@@ -70,6 +79,14 @@ def failures(results: dict[str, Any]) -> list[str]:
         problems.append("the baseline's marts differ from the oracle")
     if results["catch_up"]["dead_letters"]:
         problems.append(f"{results['catch_up']['dead_letters']} dead letters")
+    verified = results["verified"]
+    if verified["mart_differences"] or verified["tag_differences"]:
+        problems.append(
+            f"after the run, {verified['mart_differences']} mart and "
+            f"{verified['tag_differences']} tag differences from a recount from scratch"
+        )
+    if not results["tags"]["without"]["exact"]:
+        problems.append("the marts of the run without tags differ from the oracle")
     for fresh in results["freshness"]:
         if fresh["visible"] != fresh["probes"]:
             problems.append(f"{fresh['probes'] - fresh['visible']} probes never became visible")
@@ -171,6 +188,8 @@ def markdown(results: dict[str, Any]) -> str:
         + ", ".join(f"{name} {seconds:.1f}" for name, seconds in catch_up["services_cpu_s"].items())
         + f" (over {catch_up['seconds']:.1f} s on {machine['cores']} cores).",
         "",
+        _tags_note(results),
+        "",
         *_table(
             ["freshness at", "achieved", "probes", "visible", *FRESHNESS_COLUMNS.values()],
             [
@@ -195,6 +214,23 @@ def markdown(results: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _tags_note(results: dict[str, Any]) -> str:
+    tags, verified, workers = results["tags"], results["verified"], results["workers"]
+    without = tags["without"]
+    return (
+        f"Tags: {verified['tag_transitions']:,} transitions, {verified['tag_members']:,} "
+        f"members at the end. The same backlog with no tag rules: "
+        f"{_number(without['orders_per_s'])} orders/s "
+        f"({'exact' if without['exact'] else 'NOT exact'}); with the default rules "
+        f"{tags['with_over_without']:.2f} of that. The CDM worker's CPU: "
+        f"{workers['cdm']['catch_up_cpu_s']:.1f} s with tags, "
+        f"{without['workers_cpu_s']['cdm']:.1f} s without ({tags['cdm_cpu_share']:.0%} for "
+        f"the tags). After the run, `dwh marts verify`: {verified['mart_differences']} "
+        f"differences; `dwh tags verify`: {verified['tag_differences']} in "
+        f"{verified['tag_counts_compared']:,} counts."
+    )
 
 
 def _layers_table(results: dict[str, Any]) -> list[str]:

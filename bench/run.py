@@ -6,9 +6,13 @@
    timed until the marts equal the oracle (:mod:`bench.catchup`);
 3. the PostgreSQL floor for the rows the catch-up wrote (:mod:`bench.floor`);
 4. freshness at each rate, the workers still running (:mod:`bench.freshness`); their
-   CPU and memory read from /proc before they stop;
+   CPU and memory read from /proc before they stop; then the marts recomputed from the
+   vault and the tags counted again from scratch (``dwh marts verify``, ``dwh tags
+   verify``), which must find no difference;
 5. the naive baseline on a smaller backlog of the same feed, timed the same way
-   (:mod:`bench.baseline`).
+   (:mod:`bench.baseline`);
+6. the catch-up again, on emptied tables and topics of its own, with no tag rules: the
+   cost of the tags (docs/TAGS.md) is the difference in rate and in the CDM worker's CPU.
 
 Whatever happens, the processes are stopped and the topics, the baseline's schemas and
 the probe users deleted at the end.
@@ -36,8 +40,10 @@ from bench.marts import Marts, other_writers
 from bench.processes import REPO, Process, free_port, service_cpu, start, stop_all
 from bench.tables import Connection
 from dwh_adapters.kafka import delete_topics, ensure_topics, topic_message_count
+from dwh_adapters.postgres.recompute import mart_differences
 from dwh_adapters.postgres.settings import connect
 from dwh_adapters.postgres.tables import truncate_all
+from dwh_adapters.postgres.tag_store import tag_differences
 from dwh_core.hashing import hash_key
 from dwh_core.messages import dead_letter_topic
 from dwh_workers import config
@@ -67,6 +73,7 @@ class Run:
         self.services = config.services()
         self.ours = Topology(suffix=f"bench{self.run_id}")
         self.naive = Topology(suffix=f"naive{self.run_id}")
+        self.untagged = Topology(suffix=f"notags{self.run_id}")
         self.log_dir = options.out / "logs" / self.run_id
         self.processes: dict[str, Process] = {}
         self.results: dict[str, Any] = {}
@@ -91,7 +98,9 @@ class Run:
                 self._floor()
                 self._freshness(conn, messages)
                 self._stop_workers()
+                self._verify(conn)
                 self._baseline(conn)
+                self._without_tags(conn, messages)
         finally:
             self._clean_up()
         self.results["machine"].update(
@@ -113,8 +122,14 @@ class Run:
         )
         with connect(self.services.postgres, autocommit=True) as conn:
             truncate_all(conn)
-        topics = [*self.ours.all_topics(), *self.naive.all_topics()]
-        ensure_topics(self.services.kafka, topics, partitions=self.options.partitions)
+        ensure_topics(self.services.kafka, self._topics(), partitions=self.options.partitions)
+
+    def _topics(self) -> list[str]:
+        return [
+            *self.ours.all_topics(),
+            *self.naive.all_topics(),
+            *self.untagged.all_topics(),
+        ]
 
     def _catch_up(self, conn: Connection, messages: list[bytes]) -> None:
         kafka, orders = self.services.kafka, self.options.orders
@@ -191,6 +206,69 @@ class Run:
         for layer, code in exit_codes.items():
             self.results["workers"][layer]["exit_code"] = code
 
+    def _verify(self, conn: Connection) -> None:
+        """What ``dwh marts verify`` and ``dwh tags verify`` say after the run."""
+        say("verifying the marts against the vault and the tags from scratch")
+        marts = mart_differences(conn, limit=0)
+        mart_total = marts.products.differing + marts.categories.differing + marts.ledger.differing
+        compared, tags = tag_differences(conn)
+        transitions, members = conn.execute(
+            "SELECT (SELECT count(*) FROM cdm.user_tag_events),"
+            " (SELECT count(*) FROM cdm.user_tags)"
+        ).fetchone() or (0, 0)
+        self.results["verified"] = {
+            "mart_differences": mart_total,
+            "tag_differences": len(tags),
+            "tag_counts_compared": compared,
+            "tag_transitions": transitions,
+            "tag_members": members,
+        }
+        say(
+            f"marts: {mart_total} differences; tags: {len(tags)} differences in "
+            f"{compared:,} counts ({transitions:,} transitions, {members:,} members)"
+        )
+
+    def _without_tags(self, conn: Connection, messages: list[bytes]) -> None:
+        """The catch-up of the same backlog with no tag rules, on tables emptied again."""
+        say("the same backlog with no tag rules, for the cost of the tags")
+        truncate_all(conn)
+        no_rules = self.log_dir / "no_tag_rules.toml"
+        no_rules.parent.mkdir(parents=True, exist_ok=True)
+        no_rules.write_text("# no tag rules: the benchmark's run without tags\n", "utf-8")
+        produce_backlog(self.services.kafka, self.untagged.source, messages)
+        cpu_before = service_cpu()
+        catch_up = measure(
+            "no tags",
+            self.services.kafka,
+            conn,
+            self._pipeline(self.untagged, "cdm"),
+            self.options.orders,
+            Marts.expected(messages, self._dictionaries.restaurants),
+            lambda: self._start_workers(self.untagged, DWH_TAG_RULES=str(no_rules)),
+            deadline_s=120 + self.options.orders / 100,
+        )
+        cpu_after = service_cpu()
+        usage = {layer: self.processes[layer].usage() for layer in LAYER_NAMES}
+        stop_all({layer: self.processes.pop(layer) for layer in LAYER_NAMES})
+        say(f"without tags: caught up in {catch_up.seconds:.2f} s, exact: {catch_up.exact}")
+        with_tags = self.results["catch_up"]
+        cdm_with = self.results["workers"]["cdm"]["catch_up_cpu_s"]
+        cdm_without = usage["cdm"].cpu_s
+        self.results["tags"] = {
+            "without": {
+                "seconds": catch_up.seconds,
+                "orders_per_s": catch_up.orders_per_s,
+                "exact": catch_up.exact,
+                "workers_cpu_s": {layer: round(usage[layer].cpu_s, 2) for layer in LAYER_NAMES},
+                "services_cpu_s": {
+                    name: round(cpu_after[name] - cpu_before.get(name, 0.0), 2)
+                    for name in sorted(cpu_after)
+                },
+            },
+            "with_over_without": round(with_tags["orders_per_s"] / catch_up.orders_per_s, 3),
+            "cdm_cpu_share": round((cdm_with - cdm_without) / cdm_with, 3) if cdm_with else 0.0,
+        }
+
     def _baseline(self, conn: Connection) -> None:
         orders = self.options.baseline_orders
         baseline.prepare(self.services.postgres)
@@ -242,10 +320,15 @@ class Run:
         topics and group, and ``extra``; otherwise the product's defaults."""
         return topology.env(layer, DWH_LOG_FORMAT="json", **extra)
 
-    def _start_workers(self) -> dict[str, Process]:
+    def _start_workers(self, topology: Topology | None = None, **extra: str) -> dict[str, Process]:
         for layer in LAYER_NAMES:
             port = free_port()
-            env = self._env(self.ours, layer, DWH_HTTP_PORT=str(port), **self.options.worker_env)
+            env = self._env(
+                topology or self.ours,
+                layer,
+                DWH_HTTP_PORT=str(port),
+                **{**self.options.worker_env, **extra},
+            )
             module = f"dwh_workers.{layer}"
             self.processes[layer] = start(layer, module, [], env, self.log_dir, port)
         return {layer: self.processes[layer] for layer in LAYER_NAMES}
@@ -290,7 +373,7 @@ class Run:
 
     def _clean_up(self) -> None:
         stop_all(self.processes)
-        topics = [*self.ours.all_topics(), *self.naive.all_topics()]
+        topics = self._topics()
         for action, step in (
             ("deleting the topics", lambda: delete_topics(self.services.kafka, topics)),
             ("dropping the baseline's schemas", lambda: baseline.drop(self.services.postgres)),

@@ -24,6 +24,25 @@ per-worker "<fullname>-<layer>" stay valid DNS labels (63).
 {{- printf "%s-%s" (include "dwh-workers.fullname" .root) .name }}
 {{- end }}
 
+{{/*
+User tags (docs/TAGS.md), the CDM worker's only. A non-empty tags.rules is the rules
+file: the ConfigMap "<fullname>-tag-rules" (key rules.toml), mounted read-only into the
+CDM pods at tagRulesDir and named by DWH_TAG_RULES. Empty, the worker reads the file
+the image ships.
+*/}}
+{{- define "dwh-workers.tagRulesName" -}}
+{{- printf "%s-tag-rules" (include "dwh-workers.fullname" .) }}
+{{- end }}
+
+{{- define "dwh-workers.tagRulesDir" -}}
+/etc/dwh/tags
+{{- end }}
+
+{{/* "true" when the pods of this layer mount the rules file. Context: dict root, name. */}}
+{{- define "dwh-workers.tagRulesMounted" -}}
+{{- if and (eq .name "cdm") .root.Values.tags.rules }}true{{ end }}
+{{- end }}
+
 {{- define "dwh-workers.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -160,7 +179,8 @@ DWH_LOG_FORMAT: {{ .Values.log.format | quote }}
 DWH_LOG_LEVEL: {{ .Values.log.level | quote }}
 {{- end }}
 
-{{/* Settings of one layer: the common ones plus its topics, group and batch. Context: dict root, name, worker. */}}
+{{/* Settings of one layer: the common ones plus its topics, group and batch (and the
+CDM's user tags). Context: dict root, name, worker. */}}
 {{- define "dwh-workers.workerSettings" -}}
 {{ include "dwh-workers.commonSettings" .root }}
 KAFKA_CONSUMER_GROUP: {{ .worker.consumerGroup | quote }}
@@ -171,6 +191,12 @@ KAFKA_DESTINATION_TOPIC: {{ . | quote }}
 {{- end }}
 DWH_BATCH_SIZE: {{ .worker.batchSize | int | toString | quote }}
 DWH_BATCH_WAIT_MS: {{ .worker.batchWaitMs | int | toString | quote }}
+{{- if eq .name "cdm" }}
+DWH_TAG_SWEEP_INTERVAL_S: {{ .root.Values.tags.sweepIntervalSeconds | int | toString | quote }}
+{{- if include "dwh-workers.tagRulesMounted" . }}
+DWH_TAG_RULES: {{ printf "%s/rules.toml" (include "dwh-workers.tagRulesDir" .root) | quote }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{- define "dwh-workers.secretName" -}}
@@ -246,33 +272,48 @@ seccompProfile:
   type: RuntimeDefault
 {{- end }}
 
+{{/* Volumes of a pod. Context: dict root, name (a layer, or "migrate"). */}}
 {{- define "dwh-workers.volumes" -}}
+{{- $v := .root.Values -}}
 - name: tmp
   emptyDir:
     sizeLimit: 64Mi
-{{- if .Values.caBundle.secretName }}
+{{- if $v.caBundle.secretName }}
 - name: ca
   secret:
-    secretName: {{ .Values.caBundle.secretName }}
-{{- else if .Values.caBundle.configMapName }}
+    secretName: {{ $v.caBundle.secretName }}
+{{- else if $v.caBundle.configMapName }}
 - name: ca
   configMap:
-    name: {{ .Values.caBundle.configMapName }}
+    name: {{ $v.caBundle.configMapName }}
+{{- end }}
+{{- if include "dwh-workers.tagRulesMounted" . }}
+- name: tag-rules
+  configMap:
+    name: {{ include "dwh-workers.tagRulesName" .root }}
 {{- end }}
 {{- end }}
 
+{{/* Volume mounts of a container. Context: dict root, name. */}}
 {{- define "dwh-workers.volumeMounts" -}}
 - name: tmp
   mountPath: /tmp
-{{- if include "dwh-workers.caBundleEnabled" . }}
+{{- if include "dwh-workers.caBundleEnabled" .root }}
 - name: ca
-  mountPath: {{ .Values.caBundle.mountPath }}
+  mountPath: {{ .root.Values.caBundle.mountPath }}
+  readOnly: true
+{{- end }}
+{{- if include "dwh-workers.tagRulesMounted" . }}
+- name: tag-rules
+  mountPath: {{ include "dwh-workers.tagRulesDir" .root }}
   readOnly: true
 {{- end }}
 {{- end }}
 
-{{/* Pod-level fields shared by the workers and the migration Job. */}}
+{{/* Pod-level fields shared by the workers and the migration Job. Context: dict root, name. */}}
 {{- define "dwh-workers.podCommon" -}}
+{{- $ctx := . }}
+{{- with .root }}
 {{- with .Values.serviceAccountName }}
 serviceAccountName: {{ . }}
 {{- end }}
@@ -300,7 +341,8 @@ tolerations:
 securityContext:
   {{- include "dwh-workers.podSecurityContext" . | nindent 2 }}
 volumes:
-  {{- include "dwh-workers.volumes" . | nindent 2 }}
+  {{- include "dwh-workers.volumes" $ctx | nindent 2 }}
+{{- end }}
 {{- end }}
 
 {{/*

@@ -28,7 +28,7 @@ from dwh_adapters.postgres.migrations import migrate
 from dwh_adapters.postgres.settings import connect
 from dwh_adapters.redis import RedisDictionaryWriter
 from dwh_core.messages import dead_letter_topic
-from dwh_workers import config, reports
+from dwh_workers import config, reports, tags_cli
 from dwh_workers.error_messages import describe_error
 from dwh_workers.errors import OperatorError
 from dwh_workers.feed import Feed, generate
@@ -36,7 +36,13 @@ from dwh_workers.pipeline_status import follow, read_status, read_summary
 from dwh_workers.replay import replay, replay_targets
 from dwh_workers.sample import dictionary_entries, load_dictionaries_file, sample_dictionaries
 from dwh_workers.topology import LAYER_NAMES, LOCAL_PORTS, ORDERS_TOPIC, TOPICS
-from dwh_workers.warehouse_queries import read_baseline, read_marts, read_totals
+from dwh_workers.warehouse_queries import (
+    read_baseline,
+    read_marts,
+    read_totals,
+    rebuild_marts,
+    verify_marts,
+)
 
 Command = Callable[[argparse.Namespace], int]
 KAFKA_TIMEOUT_S = 8.0
@@ -117,6 +123,19 @@ def _marts(args: argparse.Namespace) -> int:
     else:
         marts = read_marts(postgres, user=args.user, category=args.category, top=args.top)
         print(reports.marts_report(marts, top=args.top))
+    return 0
+
+
+def _marts_verify(args: argparse.Namespace) -> int:
+    differences = verify_marts(config.services().postgres, limit=args.limit)
+    print(reports.verify_report(differences))
+    return 0 if differences.empty else 1
+
+
+def _marts_rebuild(args: argparse.Namespace) -> int:
+    result = rebuild_marts(config.services().postgres, force=args.force)
+    print(reports.rebuild_report(result))
+    tags_cli.recount_after_rebuild()
     return 0
 
 
@@ -234,6 +253,14 @@ def _parser() -> argparse.ArgumentParser:
     _add_sources(commands)
     _add_views(commands)
     _add_repairs(commands)
+    tags = commands.command(
+        "tags",
+        tags_cli.run,
+        "user tags: the rules in force and their members (list), a user's tags (--user), "
+        "a rules file checked, planned and applied, windows swept, every tag verified "
+        "(docs/TAGS.md)",
+    )
+    tags_cli.add_arguments(tags)
     demo = commands.command("demo", _demo, "the whole pipeline in one process, no services")
     demo.add_argument(
         "--in-memory",
@@ -331,13 +358,14 @@ def _add_views(commands: _Commands) -> None:
         "marts",
         _marts,
         "the marts, readable: one user's, the top users of a category, the largest "
-        "counters, or the totals",
+        "counters, or the totals; or (ACTION) verify or rebuild them from the vault",
     )
     marts.add_argument("--user", help="a user id (24 hex chars) or login")
     marts.add_argument("--category", help="a category name, e.g. Пицца")
     marts.add_argument("--top", type=int, default=10)
     marts.add_argument("--totals", action="store_true", help="orders and counters in total")
     marts.add_argument("--json", action="store_true", help="with --totals: one JSON object")
+    _add_mart_checks(commands, marts)
 
     summary = commands.command(
         "summary",
@@ -366,6 +394,37 @@ def _add_views(commands: _Commands) -> None:
         default=0,
         metavar="SECONDS",
         help="give up (exit 1) after this long; 0: never",
+    )
+
+
+def _add_mart_checks(commands: _Commands, marts: argparse.ArgumentParser) -> None:
+    """``dwh marts verify`` and ``dwh marts rebuild``: the marts against their
+    recomputation from the vault (``dwh marts`` alone still shows the marts)."""
+    actions = marts.add_subparsers(dest="action", metavar="ACTION")
+    verify = commands.command(
+        "verify",
+        _marts_verify,
+        "compare the marts and their ledger with their recomputation from the vault (DDS); "
+        "exit 1 if they differ",
+        actions,
+        "marts verify",
+    )
+    verify.add_argument(
+        "--limit", type=int, default=20, help="differences shown per table (default: %(default)s)"
+    )
+    rebuild = commands.command(
+        "rebuild",
+        _marts_rebuild,
+        "rewrite the marts and their ledger from the vault (DDS), in one transaction, then "
+        "count the user tags afresh from the ledger; the CDM workers wait meanwhile",
+        actions,
+        "marts rebuild",
+    )
+    rebuild.add_argument(
+        "--force",
+        action="store_true",
+        help="rewrite even when the vault cannot say exactly what the marts hold "
+        "(orders linked to several users, products to several categories)",
     )
 
 
@@ -420,6 +479,12 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error("orders generate: --duration needs --rate")
     if args.name == "marts" and args.json and not args.totals:
         parser.error("marts: --json goes with --totals")
+    if args.name in ("marts verify", "marts rebuild") and (
+        args.user or args.category or args.totals or args.json
+    ):
+        parser.error(f"{args.name}: --user, --category, --totals and --json go with `dwh marts`")
+    if args.name == "marts verify" and args.limit < 0:
+        parser.error("marts verify: --limit cannot be negative")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,7 @@ import socket
 import time
 from collections.abc import Generator, Mapping
 
+import attrs
 from attrs import frozen
 
 from dwh_adapters.kafka import (
@@ -19,6 +20,7 @@ from dwh_adapters.kafka import (
     topic_message_count,
 )
 from dwh_adapters.postgres.marts import PostgresMarts, Totals
+from dwh_adapters.postgres.settings import connect
 from dwh_adapters.postgres.tables import ORDERS_TABLES
 from dwh_core.messages import dead_letter_topic
 from dwh_workers.config import Services
@@ -137,6 +139,8 @@ class Summary:
     totals: Totals
     dead_letters: dict[str, int]
     busiest: list[UserMarts]
+    tag_members: dict[str, int] = attrs.Factory(dict)
+    """Members per tag in force (docs/TAGS.md), tag id order."""
 
 
 def read_summary(services: Services, users: int) -> Summary:
@@ -148,4 +152,11 @@ def read_summary(services: Services, users: int) -> Summary:
     with PostgresMarts(services.postgres) as warehouse:
         totals = warehouse.totals()
         busiest = [read_user_marts(warehouse, user) for user in warehouse.busiest_users(users)]
-    return Summary(totals, letters, busiest)
+    with connect(services.postgres) as conn:
+        members: dict[str, int] = dict(
+            conn.execute(
+                "SELECT r.tag_id, count(m.user_id) FROM cdm.tag_rules AS r"
+                " LEFT JOIN cdm.user_tags AS m USING (tag_id) GROUP BY r.tag_id ORDER BY r.tag_id"
+            ).fetchall()
+        )
+    return Summary(totals, letters, busiest, members)

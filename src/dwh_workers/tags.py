@@ -8,7 +8,9 @@ rules with a window.
 * Its first upkeep puts the file's rules in force if none are (a new warehouse), and
   otherwise says when the file differs from the rules in force: rules change only by
   ``dwh tags apply``, after ``dwh tags plan`` has shown what would change. It also
-  reports rules whose product or category the dictionaries do not know.
+  reports rules whose product or category the vault has never seen (when it has seen
+  any: a new warehouse has none yet); ``dwh tags check`` checks the names against the
+  dictionaries in Redis, the source of the names.
 * Then every ``DWH_TAG_SWEEP_INTERVAL_S`` it moves the windows to its clock, and
   publishes the transitions that made.
 """
@@ -71,16 +73,12 @@ class TagUpkeep:
         clock: Clock,
         rules_path: str,
         sweep_interval_s: float,
-        redis: RedisSettings,
-        metrics: Metrics,
     ) -> None:
         self._admin = admin
         self._service = service
         self._clock = clock
         self._rule_file: RuleFile = load_rules(rules_path)
         self._sweep_interval_s = sweep_interval_s
-        self._redis = redis
-        self._metrics = metrics
         self._started = False
         self._last_sweep = float("-inf")
 
@@ -94,7 +92,8 @@ class TagUpkeep:
             self._last_sweep = now
             if update.events:
                 log.info("windows swept", extra={"transitions": _counts(update.events)})
-            self._service.deliver_tag_events(force=bool(update.events))
+            # Also what `dwh tags apply` recorded but could not publish.
+            self._service.deliver_tag_events(force=True)
 
     def _start(self) -> None:
         rule_file = self._rule_file
@@ -122,14 +121,9 @@ class TagUpkeep:
             )
 
     def _check_names(self, rule_file: RuleFile) -> None:
-        try:
-            categories, products = known_names(self._redis)
-        except Exception as exc:
-            log.warning(
-                "cannot check the tag rules' names against the dictionaries",
-                extra={"error": f"{type(exc).__name__}: {exc}"},
-            )
-            return
+        categories, products = self._admin.known_names()
+        if not categories:
+            return  # a new warehouse: no names seen yet
         for problem in check_names(rule_file, categories, products):
             log.error(
                 "%s:%d: %s",

@@ -34,7 +34,7 @@ def _names(text: str) -> set[str]:
 KEYS = {
     "": _names(
         "run_id started_at finished_at command machine parameters headline catch_up workers"
-        " floor freshness final_marts_exact other_writers baseline targets"
+        " floor freshness final_marts_exact other_writers baseline targets verified tags"
     ),
     "machine": _names(
         "cpu cores memory_gib kernel os python postgresql kafka redis confluent_kafka"
@@ -53,6 +53,10 @@ KEYS = {
     ),
     "floor": _names("vault_and_marts all_written tables"),
     "baseline": _names("catch_up processes"),
+    "verified": _names(
+        "mart_differences tag_differences tag_counts_compared tag_transitions tag_members"
+    ),
+    "tags": _names("without with_over_without cdm_cpu_share"),
 }
 LAYER_KEYS = _names("messages first_commit_s done_s orders_per_s messages_per_s")
 WORKER_KEYS = _names(
@@ -92,6 +96,15 @@ def test_the_marts_of_the_workers_and_of_the_baseline_equal_the_oracle(
     assert results["final_marts_exact"]
     assert results["baseline"]["catch_up"]["exact"]
     assert results["catch_up"]["dead_letters"] == 0
+    assert results["tags"]["without"]["exact"]
+
+
+def test_after_the_run_the_marts_and_tags_equal_a_recount_from_scratch(
+    run: tuple[dict[str, Any], Path],
+) -> None:
+    verified = run[0]["verified"]
+    assert verified["mart_differences"] == verified["tag_differences"] == 0
+    assert verified["tag_counts_compared"] > 0
 
 
 def test_every_probe_of_the_freshness_phase_became_visible(

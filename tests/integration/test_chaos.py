@@ -46,5 +46,7 @@ def test_a_short_chaos_run_loses_nothing_and_counts_nothing_twice(tmp_path: Path
     assert finished.returncode == 0, f"the chaos run failed:\n{output}"
     assert re.search(r"^\| messages lost \| 0 \|$", finished.stdout, re.M), output
     assert re.search(r"^\| double-counted \| 0 \|$", finished.stdout, re.M), output
+    verified = r"^\| `dwh marts verify`, `dwh tags verify`: differences \| 0, 0 \|$"
+    assert re.search(verified, finished.stdout, re.M), output
     for fault in ("SIGKILL stg", "SIGKILL dds", "SIGKILL cdm", "PostgreSQL", "Redis", "Kafka"):
         assert re.search(rf"^\| {fault}[^|]* \| 1 \| 1 \|", finished.stdout, re.M), output

@@ -13,6 +13,7 @@ the system trust store, plain text chosen explicitly, production-like).
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import subprocess
@@ -25,6 +26,7 @@ import pytest
 import yaml
 
 import dwh_core
+from dwh_core.tag_rules import load_rules
 from dwh_workers import config
 from dwh_workers.topology import LAYER_NAMES, LAYERS
 from tests.support.chart import (
@@ -155,6 +157,11 @@ def test_chart_passes_strict_lint(values: list[str]) -> None:
 def test_every_rendered_manifest_matches_the_kubernetes_schemas(
     manifests: list[Manifest],
 ) -> None:
+    assert_match_kubernetes_schemas(manifests)
+
+
+def assert_match_kubernetes_schemas(manifests: list[Manifest]) -> None:
+    """Each manifest is valid for KUBE_VERSION; a custom resource has its required fields."""
     assert manifests
     for m in manifests:
         name = f"{m.get('kind')}/{m.get('metadata', {}).get('name')}"
@@ -211,7 +218,7 @@ def test_layers_get_their_topics_and_groups(minimal_manifests: list[Manifest]) -
         assert data[name].get("KAFKA_DESTINATION_TOPIC") == layer.destination_topic
         assert data[name]["KAFKA_CONSUMER_GROUP"] == layer.consumer_group
     assert data["stg"]["KAFKA_SOURCE_TOPIC"] == "order-service_orders"  # the order service's
-    assert "KAFKA_DESTINATION_TOPIC" not in data["cdm"]
+    assert data["cdm"]["KAFKA_DESTINATION_TOPIC"] == "cdm-service-user-tags"  # for the app
 
 
 def test_every_variable_the_chart_sets_is_documented(manifests: list[Manifest]) -> None:
@@ -826,7 +833,7 @@ def test_rendered_env_resolves_every_variable_of_a_secure_install(
 
     cdm = rendered_env("cdm", secure_values, pod_name="dwh-dwh-workers-cdm-5d8f9-x2k4q")
     assert cdm.env["DWH_INSTANCE_ID"] == "dwh-dwh-workers-cdm-5d8f9-x2k4q"
-    assert "KAFKA_DESTINATION_TOPIC" not in cdm.env
+    assert cdm.env["KAFKA_DESTINATION_TOPIC"] == "cdm-service-user-tags"
 
     migrate = rendered_env("migrate", secure_values)  # the hook Job, with its hook Secret
     assert migrate.args == ["python", "-m", "dwh_workers", "migrate"]
@@ -938,3 +945,188 @@ def test_containerfile_runs_tini_as_a_numeric_non_root_user() -> None:
 
 def _read(relative: str) -> str:
     return (ROOT / relative).read_text(encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- user tags
+
+SHIPPED_RULES = ROOT / "src" / "dwh_workers" / "tag_rules.toml"
+TAG_RULES_CONFIGMAP = f"{RELEASE}-dwh-workers-tag-rules"
+TAG_RULES_DIR = "/etc/dwh/tags"
+TAG_VARIABLES = {"DWH_TAG_RULES", "DWH_TAG_SWEEP_INTERVAL_S"}
+
+
+def with_rules(rules: Path) -> tuple[str, ...]:
+    """The arguments by which a Helm user gives the rules file ``rules``."""
+    return ("--set-file", f"tags.rules={rules}")
+
+
+def tag_rules_configmaps(manifests: list[Manifest]) -> list[Manifest]:
+    return [
+        m for m in of_kind(manifests, "ConfigMap") if m["metadata"]["name"] == TAG_RULES_CONFIGMAP
+    ]
+
+
+def layer_settings(manifests: list[Manifest]) -> dict[str, dict[str, str]]:
+    """Each layer's settings ConfigMap (not the rules file's), by layer."""
+    return {
+        component(m): m["data"]
+        for m in of_kind(manifests, "ConfigMap")
+        if m["metadata"]["name"] != TAG_RULES_CONFIGMAP
+    }
+
+
+def pod_templates(manifests: list[Manifest]) -> dict[str, Manifest]:
+    """The pod template of each Deployment and of the migration Job, by component."""
+    return {
+        component(m): m["spec"]["template"] for m in manifests if m["kind"] in {"Deployment", "Job"}
+    }
+
+
+def mounts_tag_rules(template: Manifest) -> bool:
+    spec = template["spec"]
+    volumes = [
+        v for v in spec["volumes"] if v.get("configMap", {}).get("name") == TAG_RULES_CONFIGMAP
+    ]
+    mounts = [
+        m
+        for container in spec["containers"]
+        for m in container["volumeMounts"]
+        if m["mountPath"] == TAG_RULES_DIR or m["name"] == "tag-rules"
+    ]
+    return bool(volumes or mounts)
+
+
+def test_by_default_the_cdm_worker_reads_the_rules_the_image_ships(
+    minimal_manifests: list[Manifest], secure_values: dict[str, Any]
+) -> None:
+    assert tag_rules_configmaps(minimal_manifests) == []
+    templates = pod_templates(minimal_manifests)
+    assert sorted(templates) == sorted([*LAYER_NAMES, "migrate"])
+    for name, template in templates.items():
+        assert not mounts_tag_rules(template), name
+        assert "checksum/tag-rules" not in template["metadata"].get("annotations", {}), name
+    settings = layer_settings(minimal_manifests)
+    assert settings["cdm"]["DWH_TAG_SWEEP_INTERVAL_S"] == "60"
+    assert "DWH_TAG_RULES" not in settings["cdm"]
+    for layer in ("stg", "dds"):
+        assert not TAG_VARIABLES & set(settings[layer]), layer
+    # The worker, given exactly this environment, takes the file in its package.
+    env = rendered_env("cdm", secure_values).env
+    worker = config.load("cdm", env).worker
+    assert worker.tag_rules == config.default_tag_rules()
+    assert worker.tag_sweep_interval_s == 60
+
+
+def test_tag_rules_in_the_values_are_mounted_into_the_cdm_pods_only() -> None:
+    manifests = render(*with_rules(SHIPPED_RULES))
+    (configmap,) = tag_rules_configmaps(manifests)
+    assert component(configmap) == "cdm"
+    assert list(configmap["data"]) == ["rules.toml"]
+    assert configmap["data"]["rules.toml"].encode("utf-8") == SHIPPED_RULES.read_bytes()
+
+    templates = pod_templates(manifests)
+    cdm = templates.pop("cdm")
+    spec = cdm["spec"]
+    assert {"name": "tag-rules", "configMap": {"name": TAG_RULES_CONFIGMAP}} in spec["volumes"]
+    (container,) = spec["containers"]
+    mount: Manifest = {"name": "tag-rules", "mountPath": TAG_RULES_DIR, "readOnly": True}
+    assert mount in container["volumeMounts"]
+    for name, template in templates.items():  # stg, dds and the migration Job
+        assert not mounts_tag_rules(template), name
+
+    settings = layer_settings(manifests)
+    assert settings["cdm"]["DWH_TAG_RULES"] == f"{TAG_RULES_DIR}/rules.toml"
+    assert settings["cdm"]["DWH_TAG_RULES"].startswith(mount["mountPath"] + "/")
+    assert settings["cdm"]["DWH_TAG_SWEEP_INTERVAL_S"] == "60"
+    for layer in ("stg", "dds"):
+        assert not TAG_VARIABLES & set(settings[layer]), layer
+
+    # The mount changes nothing of the pods' hardening.
+    (stg,) = templates["stg"]["spec"]["containers"]
+    assert container["securityContext"] == stg["securityContext"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert spec["securityContext"] == templates["stg"]["spec"]["securityContext"]
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert_match_kubernetes_schemas(manifests)
+
+    # No CDM worker, no rules file.
+    without_cdm = render(*with_rules(SHIPPED_RULES), "--set", "workers.cdm.enabled=false")
+    assert tag_rules_configmaps(without_cdm) == []
+    assert not any(mounts_tag_rules(t) for t in pod_templates(without_cdm).values())
+
+
+def test_the_cdm_worker_reads_the_given_rules_from_the_mount(
+    secure_values: dict[str, Any], tmp_path: Path
+) -> None:
+    values = {**secure_values, "tags": {"rules": SHIPPED_RULES.read_text(encoding="utf-8")}}
+    (configmap,) = tag_rules_configmaps(helm_template(values=values))
+    cdm = rendered_env("cdm", values)
+    assert cdm.mounts["tag-rules"] == TAG_RULES_DIR
+    # The ConfigMap's keys are files in the mounted folder, as the kubelet writes them.
+    folder = tmp_path / "tags"
+    folder.mkdir()
+    for key, text in configmap["data"].items():
+        (folder / key).write_bytes(text.encode("utf-8"))
+    path = cdm.env["DWH_TAG_RULES"]
+    assert path.startswith(TAG_RULES_DIR + "/")
+    local = str(folder / path.removeprefix(TAG_RULES_DIR + "/"))
+    worker = config.load("cdm", {**cdm.env, "DWH_TAG_RULES": local}).worker
+    assert worker.tag_rules == local
+    assert load_rules(local).rules == load_rules(SHIPPED_RULES).rules
+    assert load_rules(local).rules, "the shipped file has rules"
+
+
+def test_cdm_pods_roll_when_the_tag_rules_change(tmp_path: Path) -> None:
+    shipped = SHIPPED_RULES.read_text(encoding="utf-8")
+    changed = tmp_path / "rules.toml"
+    changed.write_text(shipped.replace("at_least = 10", "at_least = 12", 1), encoding="utf-8")
+    assert changed.read_text(encoding="utf-8") != shipped
+    before = pod_templates(render(*with_rules(SHIPPED_RULES)))
+    after = pod_templates(render(*with_rules(changed)))
+
+    def annotations(template: Manifest) -> dict[str, str]:
+        return dict(template["metadata"]["annotations"])
+
+    checksum = annotations(before["cdm"])["checksum/tag-rules"]
+    assert checksum == hashlib.sha256(SHIPPED_RULES.read_bytes()).hexdigest()
+    assert annotations(after["cdm"])["checksum/tag-rules"] != checksum
+    # The path in the settings is the same: the rules' own checksum is what rolls the pods.
+    assert (
+        annotations(after["cdm"])["checksum/config"]
+        == annotations(before["cdm"])["checksum/config"]
+    )
+    for name in ("stg", "dds", "migrate"):
+        assert after[name] == before[name], f"{name} does not roll"
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("tags.sweepIntervalSeconds=0", "at '/tags/sweepIntervalSeconds': minimum: got 0, want 1"),
+        ("tags.sweepIntervalSeconds=86401", "at '/tags/sweepIntervalSeconds': maximum"),
+        ("tags.sweepIntervalSeconds=soon", "at '/tags/sweepIntervalSeconds': got string"),
+        ("tags.rules=5", "at '/tags/rules': got number, want string"),
+        ("tags.rule=x", "at '/tags': additional properties 'rule' not allowed"),
+    ],
+    ids=["zero", "over-a-day", "not-a-number", "rules-not-text", "unknown-key"],
+)
+def test_the_schema_refuses_bad_tag_values(setting: str, message: str) -> None:
+    with pytest.raises(ChartError) as refused:
+        render("--set", setting)
+    assert message in str(refused.value)
+
+
+@pytest.mark.parametrize("seconds", [1, 86400])
+def test_the_sweep_interval_reaches_the_cdm_worker_only(seconds: int) -> None:
+    settings = layer_settings(render("--set", f"tags.sweepIntervalSeconds={seconds}"))
+    assert settings["cdm"]["DWH_TAG_SWEEP_INTERVAL_S"] == str(seconds)
+    assert "DWH_TAG_SWEEP_INTERVAL_S" not in settings["stg"]
+    assert "DWH_TAG_SWEEP_INTERVAL_S" not in settings["dds"]
+
+
+def test_the_install_notes_say_how_to_put_new_tag_rules_in_force(tmp_path: Path) -> None:
+    notes = render_notes(tmp_path, MINIMAL_VALUES, *with_rules(SHIPPED_RULES))
+    assert f"exec deploy/{RELEASE}-dwh-workers-cdm -- dwh tags plan\n" in notes
+    assert f"exec deploy/{RELEASE}-dwh-workers-cdm -- dwh tags apply\n" in notes
+    assert "WARNING" not in notes
+    assert "dwh tags" not in render_notes(tmp_path / "shipped", MINIMAL_VALUES)

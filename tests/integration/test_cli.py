@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from dwh_adapters.kafka import (
@@ -36,6 +37,7 @@ from dwh_adapters.memory import FixedClock, InMemoryDictionaries
 from dwh_adapters.postgres.counter_store import PostgresCounterStore
 from dwh_adapters.postgres.marts import PostgresMarts
 from dwh_adapters.postgres.raw_events import PostgresRawEventStore
+from dwh_adapters.postgres.settings import connect
 from dwh_adapters.postgres.vault_store import PostgresVaultStore
 from dwh_adapters.redis import RedisDictionaryReader, RedisDictionaryWriter
 from dwh_core.messages import OutMessage
@@ -47,6 +49,7 @@ from dwh_workers.sample import Dictionaries, dictionary_entries, sample_dictiona
 from dwh_workers.topology import Topology
 from tests.support.builders import order, restaurant, to_bytes
 from tests.support.cli import dwh, dwh_command
+from tests.support.databases import fresh_database
 from tests.support.processes import running, wait_for
 
 pytestmark = pytest.mark.integration
@@ -612,3 +615,149 @@ def test_the_quickstart_runs_to_the_end_its_summary_matches_the_marts_and_a_reru
         ).returncode
         == 1
     )
+
+
+# --- marts verify and rebuild ------------------------------------------------------------
+
+
+def test_marts_verify_exits_0_then_1_on_a_tampered_counter_until_a_rebuild_repairs_it(
+    capsys: pytest.CaptureFixture[str],
+    services: config.Services,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A database of its own: verify and rebuild look at the whole warehouse.
+    with fresh_database(services.postgres) as database:
+        monkeypatch.setenv("PG_WAREHOUSE_DBNAME", database.dbname)
+        user = new_user("sverkina")
+        place = restaurant(7, [("Суп", "Супы", 300), ("Чай", "Напитки", 90)])
+        order_id = new_order_id()
+        messages = [
+            to_bytes(order(order_id, user["_id"], place, [0, 1], "CLOSED", 600)),
+            to_bytes(order(order_id + 1, user["_id"], place, [0], "CLOSED", 600)),
+            to_bytes(order(order_id + 2, user["_id"], place, [1], "CLOSED", 600)),
+            to_bytes(order(order_id + 2, user["_id"], place, [1], "CANCELLED", 660)),
+        ]
+        put_through_the_layers(
+            attrs.evolve(services, postgres=database),
+            Dictionaries(users=[user], restaurants=[place]),
+            messages,
+        )
+
+        code, out, _ = dwh(capsys, "marts", "verify")
+
+        assert (code, out) == (
+            0,
+            "marts verified: 2 product rows, 2 category rows, 3 orders: no differences\n",
+        )
+
+        with connect(database, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE cdm.user_product_counters SET order_cnt = 5 WHERE product_name = 'Суп'"
+            )
+        code, out, _ = dwh(capsys, "marts", "verify")
+
+        assert code == 1
+        assert out.splitlines()[:2] == [
+            "cdm.user_product_counters: 1 of 2 rows differ",
+            f"  count    user {user['_id']}  Суп ({place['menu'][0]['_id']}): "
+            "stored 5, recomputed 2",
+        ]
+        assert "cdm.user_category_counters: no differences (2 rows)" in out
+        assert "cdm.order_contributions: no differences (3 orders)" in out
+
+        code, out, _ = dwh(capsys, "marts", "rebuild")
+
+        assert code == 0
+        assert out.splitlines()[:3] == [
+            "rewrote the marts from the vault: 1 rows written",
+            "  cdm.order_contributions: 0 inserted, 0 updated, 0 deleted (orders not in the vault)",
+            "  cdm.user_product_counters: 0 inserted, 1 updated, 0 set to 0",
+        ]
+        assert dwh(capsys, "marts", "verify")[0] == 0
+        assert dwh(capsys, "marts", "rebuild")[1] == (
+            "the marts already equal their recomputation from the vault: nothing rewritten\n"
+            "tags counted afresh from the ledger: 0 transitions\n"
+        )
+        code, out, _ = dwh(capsys, "marts", "--user", user["login"])
+        assert code == 0
+        assert "        2  Суп" in out
+
+
+# --- tags ----------------------------------------------------------------------------------
+
+TAG_RULES = """
+[[tag]]
+id = "soup_fan"
+name = "Любитель супов"
+category = "Супы"
+at_least = {soups}
+
+[[tag]]
+id = "tea_fan"
+name = "Любитель чая"
+product = "чай"
+at_least = 1
+"""
+
+
+def test_tags_are_checked_planned_applied_listed_shown_per_user_and_verified(
+    capsys: pytest.CaptureFixture[str],
+    services: config.Services,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text(TAG_RULES.format(soups=0), encoding="utf-8")
+    code, _, err = dwh(capsys, "tags", "check", "--rules", str(rules))
+    assert code == 1
+    assert f"{rules}:6: tag 'soup_fan': at_least must be a whole number" in err
+
+    topic = f"tags-{uuid.uuid4().hex[:8]}"
+    ensure_topics(services.kafka, [topic], partitions=1)
+    with fresh_database(services.postgres) as database:
+        monkeypatch.setenv("PG_WAREHOUSE_DBNAME", database.dbname)
+        rules.write_text(TAG_RULES.format(soups=2), encoding="utf-8")
+        code, out, _ = dwh(capsys, "tags", "apply", "--rules", str(rules), "--topic", topic)
+        assert (code, out.splitlines()[0]) == (0, "applied ruleset version 1")
+
+        user = new_user("supova")
+        place = restaurant(8, [("Суп", "Супы", 300), ("Чай", "Напитки", 90)])
+        first = new_order_id()
+        put_through_the_layers(
+            attrs.evolve(services, postgres=database),
+            Dictionaries(users=[user], restaurants=[place]),
+            [
+                to_bytes(order(first, user["_id"], place, [0, 1], "CLOSED", 600)),
+                to_bytes(order(first + 1, user["_id"], place, [0], "CLOSED", 600)),
+                to_bytes(order(first + 1, user["_id"], place, [0], "CANCELLED", 660)),
+                to_bytes(order(first + 2, user["_id"], place, [0], "CLOSED", 700)),
+            ],
+        )
+
+        code, out, _ = dwh(capsys, "tags")
+        assert code == 0
+        assert re.search(r"soup_fan +1 members  «Любитель супов»: category 'Супы' >= 2", out)
+        assert re.search(r"tea_fan +1 members", out)
+        code, out, _ = dwh(capsys, "tags", "--user", "supova")
+        assert code == 0
+        assert re.search(r"soup_fan +2 of 2 +member since 2023-04-01", out)
+        assert dwh(capsys, "tags", "verify")[0] == 0
+
+        rules.write_text(TAG_RULES.format(soups=3), encoding="utf-8")
+        code, out, _ = dwh(capsys, "tags", "plan", "--rules", str(rules))
+        assert code == 0
+        assert re.search(r"changed +soup_fan +0 would enter, 1 would exit", out)
+        assert re.search(r"unchanged +tea_fan", out)
+        code, out, _ = dwh(capsys, "tags", "apply", "--rules", str(rules), "--topic", topic)
+        assert code == 0
+        assert re.search(r"changed +soup_fan +0 entered, 1 exited", out)
+        assert f"1 transitions published to {topic}" in out
+        code, out, _ = dwh(capsys, "tags", "apply", "--rules", str(rules), "--topic", topic)
+        assert "nothing to change" in out
+
+        with connect(database, autocommit=True) as conn:
+            conn.execute("UPDATE cdm.user_tag_counters SET order_cnt = 7 WHERE tag_id = 'tea_fan'")
+        code, out, _ = dwh(capsys, "tags", "verify")
+        assert code == 1
+        assert "tea_fan: orders counted: expected 1, found 7" in out
+    delete_topics(services.kafka, [topic])

@@ -19,7 +19,9 @@ from dwh_adapters.kafka import (
     read_dead_letters,
 )
 from dwh_adapters.postgres.marts import PostgresMarts
-from dwh_adapters.postgres.settings import PgSettings
+from dwh_adapters.postgres.recompute import mart_differences
+from dwh_adapters.postgres.settings import PgSettings, connect
+from dwh_adapters.postgres.tag_store import tag_differences
 from dwh_workers.oracle import expected_marts
 from dwh_workers.sample import OrderGenerator, dictionary_entries, sample_dictionaries
 from dwh_workers.topology import LAYER_NAMES, Topology
@@ -76,6 +78,23 @@ def marts_match(postgres: PgSettings, messages: list[bytes]) -> bool:
     products, categories = expected_marts(messages, DICTIONARIES.restaurants)
     with PostgresMarts(postgres) as marts:
         return marts.product_counts() == products and marts.category_counts() == categories
+
+
+def assert_verified(postgres: PgSettings) -> None:
+    """``dwh marts verify`` and ``dwh tags verify``: nothing differs from a recount from
+    scratch (the marts from the vault, the tags from the ledger and the marts)."""
+    with connect(postgres, autocommit=True) as conn:
+        assert mart_differences(conn).empty
+        compared, differences = tag_differences(conn)
+        assert differences == [] and compared > 0
+
+
+def tag_events(postgres: PgSettings) -> list[tuple[object, ...]]:
+    with connect(postgres, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT user_id, tag_id, sequence, event, at, order_cnt FROM cdm.user_tag_events"
+            " ORDER BY user_id, tag_id, sequence"
+        ).fetchall()
 
 
 def wait_for_marts(postgres: PgSettings, messages: list[bytes], timeout: float = 240) -> None:
@@ -150,6 +169,7 @@ def test_sigkill_at_every_layer_in_the_middle_of_a_backlog_leaves_exact_marts(
         wait_for_marts(warehouse, good)
 
     assert rows("cdm.order_contributions") == len({json.loads(m)["object_id"] for m in good})
+    assert_verified(warehouse)
 
 
 def reset_consumer_groups(topology: Topology) -> None:
@@ -169,6 +189,7 @@ def test_a_replay_from_the_beginning_changes_no_mart_and_grows_no_satellite(
         wait_for_marts(warehouse, good)
     with PostgresMarts(warehouse) as marts:
         before = (marts.product_counts(), marts.category_counts(), marts.row_counts())
+    events_before = tag_events(warehouse)
 
     reset_consumer_groups(topology)
     with running(topology) as workers:
@@ -187,6 +208,8 @@ def test_a_replay_from_the_beginning_changes_no_mart_and_grows_no_satellite(
         after = (marts.product_counts(), marts.category_counts(), marts.row_counts())
     assert after == before
     assert marts_match(warehouse, good)
+    assert tag_events(warehouse) == events_before, "a replay made a tag transition"
+    assert_verified(warehouse)
 
 
 def test_two_replicas_of_each_worker_give_the_same_marts_as_one(
@@ -203,3 +226,4 @@ def test_two_replicas_of_each_worker_give_the_same_marts_as_one(
     with PostgresMarts(warehouse) as marts:
         names = marts.row_counts()
     assert names["dds.s_product_names"] == names["dds.h_product"]
+    assert_verified(warehouse)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -111,8 +112,17 @@ def by_user_and_tag(events: list[Event]) -> dict[tuple[str, str], list[Event]]:
     return grouped
 
 
+def count(conn: psycopg.Connection, query: str) -> int:
+    row = conn.execute(query).fetchone()
+    return int(row[0]) if row else 0
+
+
 def ledger_rows(conn: psycopg.Connection) -> int:
-    return conn.execute("SELECT count(*) FROM cdm.order_contributions").fetchone()[0]
+    return count(conn, "SELECT count(*) FROM cdm.order_contributions")
+
+
+def reached(conn: psycopg.Connection, rows: int) -> bool:
+    return ledger_rows(conn) >= rows
 
 
 def test_tags_are_exact_and_delivered_in_order_across_sigkills(
@@ -132,7 +142,7 @@ def test_tags_are_exact_and_delivered_in_order_across_sigkills(
             produce(topology.source, feed)
             at_kills = []
             for kill_at in (ORDERS // 5, ORDERS // 3, ORDERS // 2):
-                wait_for(lambda n=kill_at: ledger_rows(conn) >= n, 120, f"{kill_at} orders in CDM")
+                wait_for(partial(reached, conn, kill_at), 120, f"{kill_at} orders in CDM")
                 workers["cdm"].kill()
                 at_kills.append(ledger_rows(conn))
                 if kill_at == ORDERS // 3:
@@ -142,10 +152,7 @@ def test_tags_are_exact_and_delivered_in_order_across_sigkills(
             wait_for(lambda: len(stored(conn)) >= len(want_events), 180, "every transition")
             wait_for(
                 lambda: (
-                    conn.execute(
-                        "SELECT count(*) FROM cdm.user_tag_events WHERE NOT published"
-                    ).fetchone()[0]
-                    == 0
+                    count(conn, "SELECT count(*) FROM cdm.user_tag_events WHERE NOT published") == 0
                 ),
                 60,
                 "every transition published",

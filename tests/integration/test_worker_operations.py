@@ -83,6 +83,26 @@ def test_a_worker_refuses_a_schema_that_is_behind_and_says_what_to_run() -> None
     assert "run 'dwh migrate'" in last["msg"]
 
 
+def test_a_malformed_rules_file_stops_the_cdm_worker_naming_each_line(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        '[[tag]]\nid = "Pizza"\nname = "Пицца"\ncategory = "Пицца"\nat_least = -1\n',
+        encoding="utf-8",
+    )
+    with fresh_database(BASE) as settings:
+        result = run_worker(
+            "cdm",
+            PG_WAREHOUSE_DBNAME=settings.dbname,
+            DWH_LOG_FORMAT="json",
+            DWH_TAG_RULES=str(rules),
+        )
+    assert result.returncode == 2
+    last = json.loads(result.stderr.strip().splitlines()[-1])
+    assert last["level"] == "error"
+    assert f"{rules}:2: tag #1: id" in last["msg"]
+    assert f"{rules}:5: " in last["msg"] and "at_least" in last["msg"]
+
+
 @pytest.fixture
 def topology() -> Iterator[Topology]:
     with (

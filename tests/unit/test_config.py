@@ -63,6 +63,8 @@ def test_the_original_names_configure_production() -> None:
         ({"DWH_BATCH_WAIT_MS": "0"}, "DWH_BATCH_WAIT_MS=0 is out of range"),
         ({"DWH_LOG_FORMAT": "xml"}, "DWH_LOG_FORMAT='xml' must be one of json, text"),
         ({"REDIS_SSL": "maybe"}, "REDIS_SSL='maybe' must be true or false"),
+        ({"DWH_TAG_RULES": "/no/rules.toml"}, "DWH_TAG_RULES='/no/rules.toml': no such file"),
+        ({"DWH_TAG_SWEEP_INTERVAL_S": "0"}, "DWH_TAG_SWEEP_INTERVAL_S=0 is out of range"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable(environ: dict[str, str], message: str) -> None:

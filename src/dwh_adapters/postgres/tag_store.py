@@ -349,6 +349,23 @@ def change_rules(
     return change, update, version
 
 
+def recount_tags(conn: psycopg.Connection[TupleRow], clock: datetime) -> TagUpdate:
+    """Count every tag in force afresh from the ledger (after ``dwh marts rebuild``
+    rewrote it): the members that differ enter or exit at ``clock``. Locks as a rule
+    change does; windows stay where they are."""
+    _lock_control(conn)
+    rules = read_rules(conn)
+    applied = list(rules.rules.values())
+    counts = count_matches(applied, ledger_rows(conn))
+    tables = TagTables(conn)
+    states = tables.states_of_tags(list(rules.rules))
+    known = {(s.user_key, s.tag_id) for s in states}
+    user_ids = _user_ids(conn, {user for user, tag in counts if (user, tag) not in known})
+    update = recount(applied, (), counts, states, user_ids, clock)
+    tables.save(update, rules.version)
+    return update
+
+
 def sweep_windows(conn: psycopg.Connection[TupleRow], clock: datetime) -> TagUpdate:
     """Move the window of every rule that has one to ``clock``: the orders that leave
     it are -1 steps, in the order they aged out, and the members that fall below the
@@ -400,6 +417,11 @@ class PostgresTagAdmin(ConnectionOwner):
         assert result is not None
         return result
 
+    def recount(self, clock: datetime) -> TagUpdate:
+        """:func:`recount_tags`."""
+        with self._transaction() as conn:
+            return recount_tags(conn, clock)
+
     def sweep(self, clock: datetime) -> TagUpdate:
         """:func:`sweep_windows`."""
         with self._transaction() as conn:
@@ -407,6 +429,18 @@ class PostgresTagAdmin(ConnectionOwner):
 
     def deliver(self, send: Callable[[Sequence[TagEvent]], None]) -> int:
         return deliver_pending(self._transaction, send)
+
+    def known_names(self) -> tuple[set[str], set[str]]:
+        """The category and product names the vault has seen (its category hub and the
+        products' name satellite)."""
+        with self._transaction() as conn:
+            categories = {
+                name for (name,) in conn.execute("SELECT category_name FROM dds.h_category")
+            }
+            products = {
+                name for (name,) in conn.execute("SELECT DISTINCT name FROM dds.s_product_names")
+            }
+        return categories, products
 
 
 @frozen

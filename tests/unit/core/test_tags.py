@@ -3,14 +3,17 @@ version, thresholds crossed both ways, windows, and rule changes counted afresh.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 
 from dwh_core import (
     AppliedRule,
+    Contribution,
     KeyName,
     OrderFacts,
     RuleIndex,
     TagRule,
+    TagState,
     count_matches,
     fold_steps,
     hash_key,
@@ -79,8 +82,8 @@ def test_names_match_as_the_keys_do_trimmed_and_case_insensitive() -> None:
 def test_batches_and_replays_give_the_same_transitions() -> None:
     rules = index(LOVER)
     whole = fold_steps(tag_steps(rules, {}, FEED), {}, rules)
-    ledger: dict = {}
-    states: dict = {}
+    ledger: dict[uuid.UUID, Contribution] = {}
+    states: dict[tuple[uuid.UUID, str], TagState] = {}
     events = []
     for version in [*FEED, *FEED]:  # one by one, then everything again
         steps = tag_steps(rules, ledger, [version])
