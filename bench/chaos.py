@@ -48,7 +48,7 @@ from bench.faults import (
     source_topic,
     worker_env,
 )
-from bench.hostile import Hostile, HostileGenerator
+from bench.hostile import PROBE_IDS_FROM, Hostile, HostileGenerator
 from bench.marts import Marts
 from bench.private import PrivateKafka, PrivatePostgres, PrivateRedis, wait_until
 from bench.processes import REPO
@@ -59,7 +59,7 @@ from dwh_core.hashing import hash_key
 from dwh_core.messages import dead_letter_topic
 from dwh_workers import oracle
 from dwh_workers.sample import Dictionaries, OrderGenerator, dictionary_entries, sample_dictionaries
-from dwh_workers.topology import DDS_TOPIC, LAYER_NAMES, STG_TOPIC
+from dwh_workers.topology import DDS_TOPIC, LAYER_NAMES, STG_TOPIC, TAGS_TOPIC
 
 RESUME_DEADLINE_S = 120.0
 MIN_RESUME_DEADLINE_S = 20.0
@@ -129,7 +129,7 @@ class Run:
         self.folder = options.out / self.run_id
         self.started = time.monotonic()
         self.dictionaries = sample_dictionaries(seed=907)
-        self.probes = HostileGenerator(self.dictionaries, options.seed + 1)
+        self.probes = HostileGenerator(self.dictionaries, options.seed + 1, PROBE_IDS_FROM)
         self._judged: oracle.Verdict | None = None
         self.probe_values: list[bytes] = []
         self.outcomes: list[Outcome] = []
@@ -274,7 +274,7 @@ class Run:
             actual = Marts.read(conn, "cdm", users)
             ledger = _ledger(conn)
             stored = _stored_orders(conn)
-            marts_verified = mart_differences(conn, limit=0)
+            marts_verified = mart_differences(conn, limit=10)
             tags_compared, tag_found = tag_differences(conn)
         letters = _dead_letters(services.kafka_settings(), data, feed)
         orders = _orders_check(newest, ledger)
@@ -297,6 +297,16 @@ class Run:
                 + marts_verified.ledger.differing,
                 "tag_differences": len(tag_found),
                 "tag_counts_compared": tags_compared,
+                "first": [
+                    repr(row)
+                    for row in (
+                        *marts_verified.products.rows,
+                        *marts_verified.categories.rows,
+                        *marts_verified.ledger.rows,
+                        *tag_found[:10],
+                    )
+                ],
+                "ambiguities": repr(marts_verified.ambiguities),
             },
             "counters": len(expected.products) + len(expected.categories),
             "orders": orders,
@@ -436,14 +446,18 @@ class _Services:
         return KafkaSettings(self.kafka.bootstrap)
 
     def prepare(self, dictionaries: Dictionaries) -> None:
-        """The schema, the topics (3 partitions, dead-letter topics too), the dictionaries."""
+        """The schema, the topics (3 partitions, dead-letter topics too, and the tags'),
+        the dictionaries."""
         subprocess.run(
             [sys.executable, "-m", "dwh_workers", "migrate"],
             check=True, cwd=REPO, timeout=120, env=worker_env(self.env(), {}),
             capture_output=True,
         )  # fmt: skip
-        topics = sorted({source_topic(layer) for layer in LAYER_NAMES} | {STG_TOPIC, DDS_TOPIC})
-        ensure_topics(self.kafka_settings(), topics + [dead_letter_topic(t) for t in topics])
+        topics = sorted(
+            {source_topic(layer) for layer in LAYER_NAMES} | {STG_TOPIC, DDS_TOPIC, TAGS_TOPIC}
+        )
+        letters = [dead_letter_topic(t) for t in topics if t != TAGS_TOPIC]
+        ensure_topics(self.kafka_settings(), topics + letters)
         client = redis.Redis(host="127.0.0.1", port=self.redis.port)
         client.mset(dictionary_entries(dictionaries))
         client.close()

@@ -27,6 +27,8 @@ from dwh_workers.sample import Dictionaries, dictionary_entries
 MAX_MAGNITUDE = 99_999_999_999_999
 # Order ids of the hostile messages: clear of the feed's (about 1,000,000 + orders).
 HOSTILE_IDS_FROM = 1_500_000_000
+# Those of a second generator in the same run (the chaos run's probes), clear of the first's.
+PROBE_IDS_FROM = 1_800_000_000
 _MONEY = ("bonus_payment", "cost", "payment", "bonus_grant")
 
 
@@ -51,10 +53,14 @@ class HostileGenerator:
     ids), so none is a version of a feed order: a bad one that slips through shows as an
     order too many, never as a changed count of a real one."""
 
-    def __init__(self, dictionaries: Dictionaries, seed: int) -> None:
+    def __init__(
+        self, dictionaries: Dictionaries, seed: int, first_id: int = HOSTILE_IDS_FROM
+    ) -> None:
+        """Two generators of one run need ``first_id`` far apart: two messages with one
+        order id are two versions of one order."""
         self._dictionaries = dictionaries
         self._rng = random.Random(seed)
-        self._next_id = HOSTILE_IDS_FROM
+        self._next_id = first_id
         self._token = 0
 
     def messages(self, count: int) -> list[Hostile]:

@@ -28,6 +28,7 @@ from dwh_core.tags import AppliedRule, RuleIndex, TagEvent
 from dwh_workers.in_process import InMemoryPipeline
 from dwh_workers.sample import OrderGenerator, dictionary_entries, sample_dictionaries
 from dwh_workers.topology import Topology
+from tests.support.cli import dwh_command
 from tests.support.databases import fresh_database
 from tests.support.processes import KAFKA, produce, provisioned, start_worker, wait_for
 
@@ -202,3 +203,55 @@ def test_tags_are_exact_and_delivered_in_order_across_sigkills(
         assert first_seen == list(range(1, len(first_seen) + 1)), key
     want = {(e[0], e[1], e[2], e[3], e[4]) for e in want_events}
     assert {e[:5] for e in published} == want
+
+
+def test_a_rule_change_applied_while_the_workers_run_is_used_from_the_next_batch(
+    warehouse: PgSettings, topology: Topology, tmp_path: Path
+) -> None:
+    feed = list(OrderGenerator(DICTIONARIES, seed=6, update_share=0.3).messages(ORDERS // 2))
+    half = len(feed) // 2
+    first = {orjson.loads(m)["object_id"] for m in feed[:half]}
+    every = {orjson.loads(m)["object_id"] for m in feed}
+    rules = tmp_path / "rules.toml"
+    rules.write_text(RULES, encoding="utf-8")
+    env = {"DWH_TAG_RULES": str(rules)}
+    workers = {layer: start_worker(topology, layer, env) for layer in ("stg", "dds", "cdm")}
+    with connect(warehouse, autocommit=True) as conn:
+        try:
+            produce(topology.source, feed[:half])
+            wait_for(partial(reached, conn, len(first)), 120, "the first half in CDM")
+            changed = tmp_path / "changed.toml"
+            changed.write_text(RULES.replace("at_least = 3", "at_least = 2"), encoding="utf-8")
+            applied = dwh_command(
+                "tags", "apply", "--rules", str(changed), "--topic", topology.tags_topic,
+                env=topology.env("cdm"),
+            )  # fmt: skip
+            assert applied.returncode == 0, applied.stderr
+            assert "applied ruleset version 2" in applied.stdout
+            assert "changed   pizza_fan" in applied.stdout
+            produce(topology.source, feed[half:])
+            wait_for(partial(reached, conn, len(every)), 120, "the second half in CDM")
+            # The worker's next batches used the new threshold: transitions of version
+            # 2 dated by their orders (the rule change's own are dated now).
+            by_orders = count(
+                conn,
+                "SELECT count(*) FROM cdm.user_tag_events WHERE ruleset_version = 2"
+                " AND tag_id = 'pizza_fan' AND at < '2024-01-01'",
+            )
+            assert by_orders > 0
+            wait_for(
+                lambda: (
+                    count(conn, "SELECT count(*) FROM cdm.user_tag_events WHERE NOT published") == 0
+                ),
+                60,
+                "every transition published",
+            )
+        finally:
+            codes = {layer: w.terminate() for layer, w in workers.items()}
+        assert codes == {"stg": 0, "dds": 0, "cdm": 0}
+        assert tag_differences(conn)[1] == []
+        members = conn.execute(
+            "SELECT count(*) FROM cdm.user_tags m JOIN cdm.user_tag_counters c USING (user_id, tag_id)"
+            " WHERE m.tag_id = 'pizza_fan' AND c.order_cnt < 2"
+        ).fetchone()
+        assert members == (0,)
