@@ -3,7 +3,7 @@ each value the entity's JSON as stored."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 
 import redis
 from attrs import field, frozen
@@ -82,6 +82,20 @@ class RedisDictionaryReader(_RedisClient):
             for key, value in zip(keys, values, strict=True)
             if value is not None
         }
+
+
+class RedisDictionaryScanner(_RedisClient):
+    """For ``dwh tags check``: every entry of the key space, ``SCAN`` by ``SCAN``."""
+
+    CHUNK = 500
+
+    def values(self) -> Iterator[bytes]:
+        client = self._client()
+        keys = list(client.scan_iter(count=self.CHUNK))
+        for start in range(0, len(keys), self.CHUNK):
+            for value in client.mget(keys[start : start + self.CHUNK]):
+                if value is not None:
+                    yield _as_bytes(value)
 
 
 class RedisDictionaryWriter(_RedisClient):

@@ -167,8 +167,10 @@ class DdsService:
 
 class CdmService:
     """Order facts into the two marts, exactly (see :mod:`dwh_core.counters`), and the
-    user tags with them, in the same transaction (:mod:`dwh_core.tags`); after the
-    commit, the transitions go to the tags topic (``tag_events``)."""
+    user tags with them, in the same transaction (:mod:`dwh_core.tags`). The transitions
+    wait in the store until :meth:`deliver_tag_events` sends them to the tags topic
+    (``tag_events``): the worker calls it after every batch, so a tags topic that cannot
+    take them delays the app's events, never the marts."""
 
     stage = "cdm"
 
@@ -201,15 +203,15 @@ class CdmService:
                     update = fold_steps(steps, states, rules)
                     transaction.save_tags(update, rules.version)
                     self._undelivered |= bool(update.events)
-        self.deliver_tag_events()
         if letters:
             self._dead_letters.send(letters)
         return BatchResult(len(batch), len(parsed), len(letters))
 
     def deliver_tag_events(self, force: bool = False) -> int:
-        """Publish the recorded transitions not yet delivered (keyed by user, so each
-        user's stay in order); the number published. Without ``force`` it asks the
-        store only when this service recorded some, or has not asked since it started."""
+        """Publish the recorded transitions not yet delivered, keyed by user, in the
+        order they were recorded (so each user's transitions in a tag stay in order);
+        the number published. Without ``force`` it asks the store only when this
+        service recorded some, or has not asked since it started."""
         if not (self._undelivered or force):
             return 0
         sent = self._counters.deliver(self._publish_tag_events)

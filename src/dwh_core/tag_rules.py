@@ -105,6 +105,8 @@ class RuleFile:
     rules: tuple[TagRule, ...] = ()
     source: str = "<rules>"
     tag_lines: tuple[TagLines, ...] = ()
+    text: str = ""
+    """The file as read (recorded with the rules when they are put in force)."""
 
     def line_of(self, tag_index: int, key: str | None = None) -> int:
         """The line of the ``tag_index``-th rule's header, or of its ``key`` (``"id"``,
@@ -400,7 +402,7 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleFile:
             lines.append(where)
     if problems:
         raise RulesError(source, problems)
-    return RuleFile(tuple(rules), source, tuple(lines))
+    return RuleFile(tuple(rules), source, tuple(lines), text)
 
 
 def load_rules(path: str | os.PathLike[str]) -> RuleFile:

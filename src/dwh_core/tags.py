@@ -151,7 +151,7 @@ class TagEvent:
             "tag_id": self.tag_id,
             "tag_name": self.tag_name,
             "event": self.event,
-            "at": self.at.isoformat(sep=" "),
+            "at": self.at.replace(microsecond=0).isoformat(sep=" "),
             "sequence": self.sequence,
         }
 

@@ -135,7 +135,7 @@ def _marts_verify(args: argparse.Namespace) -> int:
 def _marts_rebuild(args: argparse.Namespace) -> int:
     result = rebuild_marts(config.services().postgres, force=args.force)
     print(reports.rebuild_report(result))
-    tags_cli.recount_after_rebuild()
+    tags_cli.rebuilt(result.tags)
     return 0
 
 
@@ -483,6 +483,8 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         args.user or args.category or args.totals or args.json
     ):
         parser.error(f"{args.name}: --user, --category, --totals and --json go with `dwh marts`")
+    if args.name == "tags" and (problem := tags_cli.check_arguments(args)):
+        parser.error(problem)
     if args.name == "marts verify" and args.limit < 0:
         parser.error("marts verify: --limit cannot be negative")
 

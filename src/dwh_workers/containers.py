@@ -174,6 +174,7 @@ class CdmContainer(containers.DeclarativeContainer):
         clock=clock,
         rules_path=settings.provided.worker.tag_rules,
         sweep_interval_s=settings.provided.worker.tag_sweep_interval_s,
+        metrics=infrastructure.metrics,
     )
     worker = _worker(infrastructure, service, tag_upkeep)
 

@@ -82,6 +82,8 @@ class Pipeline:
                 size = DEFAULT_BATCH if batch_sizes is None else next(batch_sizes, DEFAULT_BATCH)
                 batch = log[self.positions[topic] : self.positions[topic] + size]
                 results.append(service.handle(batch))
+                if isinstance(service, CdmService):
+                    service.deliver_tag_events()
                 self.positions[topic] += len(batch)
         return results
 

@@ -3,7 +3,7 @@ does, and the text it prints.
 
 * ``list`` (the default): the rules in force and their members;
 * ``--user <login or id>``: a user's standing in every tag;
-* ``check``: the rules file, against the dictionaries' names;
+* ``check``: the rules file, against the names of the dictionaries' menus;
 * ``plan`` / ``apply``: what putting the file in force would do, then doing it (and
   publishing the transitions it made);
 * ``sweep [--at TIME]``: move the windows to a clock;
@@ -16,17 +16,18 @@ import argparse
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from dwh_adapters.kafka import KafkaPublisher, KafkaSettings
+from dwh_adapters.kafka import KafkaPublisher
 from dwh_adapters.postgres.marts import PostgresMarts
 from dwh_adapters.postgres.settings import connect
 from dwh_adapters.postgres.tag_store import PostgresTagAdmin, read_rules, tag_differences
+from dwh_adapters.redis import RedisDictionaryScanner
+from dwh_core.hashing import hash_key
 from dwh_core.messages import OutMessage
-from dwh_core.parsing import encode_json
+from dwh_core.parsing import InvalidMessage, encode_json, parse_restaurant
 from dwh_core.tag_rules import RuleFile, RulesError, check_names, load_rules
 from dwh_core.tags import RuleChange, TagEvent, TagUpdate, transitions_by_tag
 from dwh_workers import config
 from dwh_workers.errors import OperatorError
-from dwh_workers.tags import known_names
 from dwh_workers.topology import TAGS_TOPIC
 
 ACTIONS = ("list", "check", "plan", "apply", "sweep", "verify")
@@ -40,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rules",
         default=None,
         metavar="FILE",
-        help="the rules file (default: DWH_TAG_RULES, else the one that ships)",
+        help="check, plan, apply: the rules file (default: DWH_TAG_RULES, else the one that ships)",
     )
     parser.add_argument(
         "--at",
@@ -50,15 +51,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="sweep: the clock, 'YYYY-MM-DD HH:MM:SS' UTC (default: now)",
     )
     parser.add_argument(
-        "--topic", default=TAGS_TOPIC, help="apply, sweep: where the transitions go"
+        "--topic",
+        default=None,
+        help="apply, sweep: where the transitions go (default: the CDM worker's "
+        f"KAFKA_DESTINATION_TOPIC, else {TAGS_TOPIC})",
     )
+
+
+def check_arguments(args: argparse.Namespace) -> str | None:
+    """What is wrong with the arguments of ``dwh tags``, if anything."""
+    if args.user and args.action != "list":
+        return f"tags: --user shows a user's tags; it does not go with {args.action}"
+    if args.at is not None and args.action != "sweep":
+        return "tags: --at goes with sweep"
+    return None
 
 
 def _timestamp(text: str) -> datetime:
     try:
-        return datetime.fromisoformat(text)
+        value = datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a timestamp: {text!r}") from None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,7 +91,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
+def _topic(args: argparse.Namespace | None = None) -> str:
+    if args is not None and args.topic:
+        return str(args.topic)
+    return config.load("cdm").worker.destination_topic or TAGS_TOPIC
 
 
 def _rule_file(args: argparse.Namespace) -> RuleFile:
@@ -86,14 +108,24 @@ def _rule_file(args: argparse.Namespace) -> RuleFile:
         raise OperatorError(f"the rules file is not valid:\n{exc}") from exc
 
 
-def _source(rule_file: RuleFile) -> str:
-    with open(rule_file.source, encoding="utf-8") as text:
-        return text.read()
+def menu_names() -> tuple[set[str], set[str]]:
+    """The category and dish names of every restaurant's menu in the dictionaries."""
+    categories: set[str] = set()
+    products: set[str] = set()
+    with RedisDictionaryScanner(config.services().redis) as scanner:
+        for value in scanner.values():
+            try:
+                restaurant = parse_restaurant(value)
+            except InvalidMessage:
+                continue  # a user
+            categories.update(item.category for item in restaurant.menu)
+            products.update(item.name for item in restaurant.menu)
+    return categories, products
 
 
 def _check(args: argparse.Namespace) -> int:
     rule_file = _rule_file(args)
-    categories, products = known_names(config.services().redis)
+    categories, products = menu_names()
     problems = check_names(rule_file, categories, products)
     for problem in problems:
         print(f"{rule_file.source}:{problem.line}: {problem.message}")
@@ -120,31 +152,25 @@ def _describe_change(change: RuleChange, update: TagUpdate, version: int, done: 
         ("unchanged", change.unchanged),
     ):
         for tag_id in tag_ids:
-            entering, exiting = moves.get(tag_id, (0, 0))
-            line = f"  {label:<9} {tag_id:<24}"
+            line = f"  {label:<9} {tag_id}"
             if label != "unchanged":
-                line += f" {entering} {verb[0]}, {exiting} {verb[1]}"
+                entering, exiting = moves.get(tag_id, (0, 0))
+                line = f"{line:<36} {entering} {verb[0]}, {exiting} {verb[1]}"
             print(line)
 
 
 def _plan(args: argparse.Namespace) -> int:
     rule_file = _rule_file(args)
     with PostgresTagAdmin(config.services().postgres) as admin:
-        change, update, version = admin.change(
-            rule_file.rules, _source(rule_file), _now(), apply=False
-        )
+        change, update, version = admin.change(rule_file.rules, rule_file.text, _now(), apply=False)
     _describe_change(change, update, version, done=False)
     return 0
 
 
-def _publisher(kafka: KafkaSettings, topic: str) -> KafkaPublisher:
-    return KafkaPublisher(kafka, topic)
-
-
-def _deliver(admin: PostgresTagAdmin, topic: str) -> int:
-    kafka = config.services().kafka
-
-    with _publisher(kafka, topic) as publisher:
+def publish_pending(admin: PostgresTagAdmin, topic: str) -> int:
+    """Deliver every transition waiting in the warehouse to ``topic`` (the workers'
+    too: they are delivered in the order they were recorded); the number sent."""
+    with KafkaPublisher(config.services().kafka, topic) as publisher:
 
         def send(events: Sequence[TagEvent]) -> None:
             publisher.publish(
@@ -157,13 +183,11 @@ def _deliver(admin: PostgresTagAdmin, topic: str) -> int:
 def _apply(args: argparse.Namespace) -> int:
     rule_file = _rule_file(args)
     with PostgresTagAdmin(config.services().postgres) as admin:
-        change, update, version = admin.change(
-            rule_file.rules, _source(rule_file), _now(), apply=True
-        )
+        change, update, version = admin.change(rule_file.rules, rule_file.text, _now(), apply=True)
         _describe_change(change, update, version, done=True)
         if update.events:
-            sent = _deliver(admin, args.topic)
-            print(f"{sent} transitions published to {args.topic}")
+            topic = _topic(args)
+            print(f"{publish_pending(admin, topic)} transitions published to {topic}")
     return 0
 
 
@@ -171,20 +195,30 @@ def _sweep(args: argparse.Namespace) -> int:
     at = args.at or _now()
     with PostgresTagAdmin(config.services().postgres) as admin:
         update = admin.sweep(at)
+        windows = [
+            (tag_id, applied.window_start)
+            for tag_id, applied in sorted(admin.rules().rules.items())
+            if applied.window_start is not None
+        ]
         print(f"windows swept to {at:%Y-%m-%d %H:%M:%S}: {len(update.events)} transitions")
+        for tag_id, start in windows:
+            print(f"  {tag_id:<24} counts orders dated after {start:%Y-%m-%d %H:%M:%S}")
+        if not windows:
+            print("  (no rule in force has a window)")
         if update.events:
-            print(f"{_deliver(admin, args.topic)} transitions published to {args.topic}")
+            topic = _topic(args)
+            print(f"{publish_pending(admin, topic)} transitions published to {topic}")
     return 0
 
 
-def recount_after_rebuild() -> None:
-    """After ``dwh marts rebuild``: the tags counted afresh from the rewritten ledger,
-    and the transitions that made published."""
-    with PostgresTagAdmin(config.services().postgres) as admin:
-        update = admin.recount(_now())
-        print(f"tags counted afresh from the ledger: {len(update.events)} transitions")
-        if update.events:
-            print(f"{_deliver(admin, TAGS_TOPIC)} transitions published to {TAGS_TOPIC}")
+def rebuilt(update: TagUpdate) -> None:
+    """After ``dwh marts rebuild``, which counted the tags afresh in its transaction:
+    what that changed, published."""
+    print(f"tags counted afresh from the ledger: {len(update.events)} transitions")
+    if update.events:
+        with PostgresTagAdmin(config.services().postgres) as admin:
+            topic = _topic()
+            print(f"{publish_pending(admin, topic)} transitions published to {topic}")
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -200,13 +234,13 @@ def _list(args: argparse.Namespace) -> int:
     for tag_id, applied in sorted(rules.rules.items()):
         rule = applied.rule
         window = (
-            f", window from {applied.window_start:%Y-%m-%d %H:%M:%S}"
+            f", counting orders dated after {applied.window_start:%Y-%m-%d %H:%M:%S}"
             if applied.window_start
             else ""
         )
         print(
             f"  {tag_id:<24} {members.get(tag_id, 0):>6} members  «{rule.name}»: "
-            f"{rule.describe()}{window}"
+            f"{rule.describe()}{window} (since version {applied.since_version})"
         )
     return 0
 
@@ -222,23 +256,19 @@ def _user(id_or_login: str) -> int:
         for user in users:
             rows = conn.execute(
                 "SELECT tag_id, order_cnt, entered_at FROM cdm.user_tag_counters"
-                " WHERE user_source_id = %s AND order_cnt IS NOT NULL ORDER BY tag_id",
-                [user.user_id],
+                " WHERE user_id = %s AND order_cnt IS NOT NULL ORDER BY tag_id",
+                [hash_key(user.user_id)],
             ).fetchall()
             print(user.describe())
-            if not rows:
-                print("  no orders count towards any tag")
-            for tag_id, count, entered in rows:
-                applied = rules.rules.get(tag_id)
-                if applied is None:
-                    continue
+            shown = [row for row in rows if row[0] in rules.rules]
+            if not shown:
+                print("  no orders count towards any tag in force")
+            for tag_id, count, entered in shown:
+                rule = rules.rules[tag_id].rule
                 standing = (
                     f"member since {entered:%Y-%m-%d %H:%M:%S}" if entered else "not a member"
                 )
-                print(
-                    f"  {tag_id:<24} {count:>4} of {applied.rule.at_least:<4} {standing}"
-                    f"  «{applied.rule.name}»"
-                )
+                print(f"  {tag_id:<24} {count:>4} of {rule.at_least:<4} {standing}  «{rule.name}»")
     return 0
 
 

@@ -52,14 +52,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
+import attrs
 import psycopg
 from attrs import frozen
 from psycopg import pq, sql
 from psycopg.rows import TupleRow
 
+from dwh_adapters.postgres.tag_store import recount_tags
 from dwh_core.hashing import hash_key
+from dwh_core.tags import TagUpdate
 from dwh_core.vault import HUBS
 
 Connection = psycopg.Connection[TupleRow]
@@ -500,6 +504,8 @@ class RebuildResult:
     products: TableWrites
     categories: TableWrites
     ledger: TableWrites
+    tags: TagUpdate = attrs.Factory(TagUpdate)
+    """The user tags counted afresh from the rewritten ledger (their transitions)."""
 
     @property
     def rows_written(self) -> int:
@@ -554,7 +560,7 @@ def vault_ambiguities(conn: Connection) -> VaultAmbiguities:
         return _ambiguities(conn)
 
 
-def rebuild_marts(conn: Connection) -> RebuildResult:
+def rebuild_marts(conn: Connection, clock: datetime | None = None) -> RebuildResult:
     """Rewrite both marts and the ledger to the recomputation, in one transaction, and
     say how many rows were written (none when they already equal it).
 
@@ -572,8 +578,10 @@ def rebuild_marts(conn: Connection) -> RebuildResult:
     PostgreSQL's ``upper()`` follows the database's ``LC_CTYPE`` (under ``C.UTF-8`` it
     agrees with ``str.upper()`` on the Cyrillic sample names, but ``ß`` stays ``ß``
     where Python makes ``SS``), and ``trim()`` strips spaces only, ``str.strip()`` all
-    white space. The tag tables are not touched (a rebuild that changes which orders
-    count does not move the tag counters). Needs a connection with no transaction
+    white space. In the same transaction, the user tags are counted afresh from the
+    rewritten ledger (:func:`~dwh_adapters.postgres.tag_store.recount_tags`, its
+    transitions at ``clock``): the tags' control row is locked before everything else,
+    as the CDM worker's batches take it first. Needs a connection with no transaction
     open."""
     if conn.info.transaction_status != pq.TransactionStatus.IDLE:
         raise ValueError("rebuild_marts needs a connection with no transaction open")
@@ -588,8 +596,10 @@ def rebuild_marts(conn: Connection) -> RebuildResult:
         for mart in (_PRODUCTS, _CATEGORIES):
             row = conn.execute(mart.format(_REWRITE_COUNTERS)).fetchone()
             writes.append(TableWrites(mart.qualified, *_counts(row)))
+        now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+        tags = recount_tags(conn, clock or now)
     ledger_writes, product_writes, category_writes = writes
-    return RebuildResult(product_writes, category_writes, ledger_writes)
+    return RebuildResult(product_writes, category_writes, ledger_writes, tags)
 
 
 @contextmanager
@@ -603,6 +613,8 @@ def _snapshot(conn: Connection, read_only: bool, lock: bool = False) -> Iterator
             mode = "READ ONLY" if read_only else "READ WRITE"
             conn.execute(f"SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, {mode}")
         if lock:
+            # No snapshot is taken by LOCK TABLE: the one read is taken after the locks.
+            conn.execute("LOCK TABLE cdm.tag_control IN EXCLUSIVE MODE")
             conn.execute(_LOCK)
         yield
 

@@ -20,7 +20,7 @@ from datetime import datetime
 
 import psycopg
 from attrs import frozen
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg.rows import TupleRow
 
 from dwh_adapters.postgres.claims import ClaimedTable, Claims
@@ -145,13 +145,14 @@ class TagTables:
         """The states of these (user, tag) pairs, locked until the transaction ends."""
         return {(row[0], row[1]): TagState(*row) for row in self._claims.lock(list(keys))}
 
-    def states_of_tags(self, tag_ids: Collection[str]) -> list[TagState]:
-        """Every stored state of these tags, locked (a rule change recounts them all)."""
+    def states_of_tags(self, tag_ids: Collection[str], lock: bool = True) -> list[TagState]:
+        """Every stored state of these tags (a rule change recounts them all), locked
+        unless ``lock`` is false (a dry run)."""
         rows = self._conn.execute(
             sql.SQL(
                 f"SELECT {_STATE_COLUMNS} FROM cdm.user_tag_counters"
                 " WHERE tag_id = ANY(%b::varchar[]) AND order_cnt IS NOT NULL"
-                ' ORDER BY user_id, tag_id COLLATE "C" FOR UPDATE'
+                ' ORDER BY user_id, tag_id COLLATE "C"' + (" FOR UPDATE" if lock else "")
             ),
             [list(tag_ids)],
         )
@@ -296,15 +297,20 @@ def change_rules(
     source: str,
     clock: datetime,
     apply: bool,
+    first: bool = False,
 ) -> tuple[RuleChange, TagUpdate, int]:
     """Put ``wanted`` in force (``apply``) or only say what that would do: the change,
     the transitions it makes (at ``clock``), and the ruleset version afterwards. The
     counts of new and changed rules are counted afresh from the whole ledger; the
     members of removed rules exit. Runs in the caller's transaction; with ``apply``,
-    the batches of running workers wait for it, and it for them."""
+    the batches of running workers wait for it, and it for them. ``first``: only if no
+    rules are in force yet (two workers starting at once put theirs in force once)."""
     if apply:
         _lock_control(conn)
     current = read_rules(conn)
+    if first and current.version != 0:
+        unchanged = rule_change(current, [a.rule for a in current.rules.values()], clock)
+        return unchanged, TagUpdate(), current.version
     change = rule_change(current, wanted, clock)
     if change.is_empty:
         return change, TagUpdate(), current.version
@@ -312,7 +318,7 @@ def change_rules(
     counts = count_matches(recounted, ledger_rows(conn)) if recounted else {}
     tables = TagTables(conn)
     states = tables.states_of_tags(
-        [a.rule.tag_id for a in recounted] + [r.tag_id for r in change.removed]
+        [a.rule.tag_id for a in recounted] + [r.tag_id for r in change.removed], lock=apply
     )
     known = {(s.user_key, s.tag_id) for s in states}
     user_ids = _user_ids(conn, {user for user, tag in counts if (user, tag) not in known})
@@ -350,9 +356,9 @@ def change_rules(
 
 
 def recount_tags(conn: psycopg.Connection[TupleRow], clock: datetime) -> TagUpdate:
-    """Count every tag in force afresh from the ledger (after ``dwh marts rebuild``
-    rewrote it): the members that differ enter or exit at ``clock``. Locks as a rule
-    change does; windows stay where they are."""
+    """Count every tag in force afresh from the ledger (``dwh marts rebuild`` does, in
+    its transaction, once it rewrote the ledger): the members that differ enter or exit
+    at ``clock``. Locks as a rule change does; windows stay where they are."""
     _lock_control(conn)
     rules = read_rules(conn)
     applied = list(rules.rules.values())
@@ -406,21 +412,21 @@ class PostgresTagAdmin(ConnectionOwner):
             return read_rules(conn)
 
     def change(
-        self, wanted: Sequence[TagRule], source: str, clock: datetime, apply: bool
+        self,
+        wanted: Sequence[TagRule],
+        source: str,
+        clock: datetime,
+        apply: bool,
+        first: bool = False,
     ) -> tuple[RuleChange, TagUpdate, int]:
         """:func:`change_rules`; a dry run (``apply`` false) writes nothing."""
         result: tuple[RuleChange, TagUpdate, int] | None = None
         with self._transaction() as conn:
-            result = change_rules(conn, wanted, source, clock, apply)
+            result = change_rules(conn, wanted, source, clock, apply, first)
             if not apply:
                 raise psycopg.Rollback()
         assert result is not None
         return result
-
-    def recount(self, clock: datetime) -> TagUpdate:
-        """:func:`recount_tags`."""
-        with self._transaction() as conn:
-            return recount_tags(conn, clock)
 
     def sweep(self, clock: datetime) -> TagUpdate:
         """:func:`sweep_windows`."""
@@ -457,8 +463,12 @@ class TagDifference:
 def tag_differences(conn: psycopg.Connection[TupleRow]) -> tuple[int, list[TagDifference]]:
     """Every tag counted again from scratch (from the ledger; a lifetime rule on a
     category from the category mart too), against the stored counts and members: the
-    number of (user, tag) pairs compared, and the differences."""
+    number of (user, tag) pairs compared, and the differences. Reads one snapshot (on a
+    connection with no transaction open), so a batch landing meanwhile is no difference."""
+    own = conn.info.transaction_status == pq.TransactionStatus.IDLE
     with conn.transaction():
+        if own:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         return _tag_differences(conn)
 
 

@@ -79,6 +79,7 @@ class Cdm:
             self.offset += 1
         for start in range(0, len(messages), batch):
             self.service.handle(messages[start : start + batch])
+            self.service.deliver_tag_events()
 
     def published(self) -> list[dict[str, object]]:
         return [orjson.loads(m.value or b"") for m in self.topics.messages["tags"]]
