@@ -196,13 +196,14 @@ class CdmService:
             with self._counters.transaction() as transaction:
                 rules = transaction.tag_rules()
                 ledger = transaction.ledger({facts.order_key for facts in versions})
-                transaction.apply(plan_update(ledger, versions))
-                steps = tag_steps(rules, ledger, versions)
+                update = plan_update(ledger, versions)
+                transaction.apply(update)
+                steps = tag_steps(rules, ledger, versions, update.contributions)
                 if steps:
                     states = transaction.tag_states({(s.user_key, s.tag_id) for s in steps})
-                    update = fold_steps(steps, states, rules)
-                    transaction.save_tags(update, rules.version)
-                    self._undelivered |= bool(update.events)
+                    tags = fold_steps(steps, states, rules)
+                    transaction.save_tags(tags, rules.version)
+                    self._undelivered |= bool(tags.events)
         if letters:
             self._dead_letters.send(letters)
         return BatchResult(len(batch), len(parsed), len(letters))

@@ -87,9 +87,11 @@ class AppliedRule:
             return False
         rule = self.rule
         keys = contribution.categories if rule.target == "category" else contribution.product_names
-        if rule.target_key not in keys:
-            return False
-        if rule.within_days is None:
+        return rule.target_key in keys and self.in_window(contribution)
+
+    def in_window(self, contribution: Contribution) -> bool:
+        """Whether the order's date is in the rule's window (always, without one)."""
+        if self.rule.within_days is None:
             return True
         date = contribution.order_date
         return date is not None and self.window_start is not None and date > self.window_start
@@ -174,70 +176,67 @@ class RuleIndex:
         self.version = version
         self.revision = revision
         self.rules: dict[str, AppliedRule] = {applied.rule.tag_id: applied for applied in rules}
-        self._by_category: dict[uuid.UUID, list[AppliedRule]] = {}
-        self._by_product: dict[uuid.UUID, list[AppliedRule]] = {}
+        # By the key's 128 bits: an int hashes in C, a uuid.UUID in Python.
+        self._by_category: dict[int, list[AppliedRule]] = {}
+        self._by_product: dict[int, list[AppliedRule]] = {}
         for applied in self.rules.values():
             index = self._by_category if applied.rule.target == "category" else self._by_product
-            index.setdefault(applied.rule.target_key, []).append(applied)
+            index.setdefault(applied.rule.target_key.int, []).append(applied)
 
     def __bool__(self) -> bool:
         return bool(self.rules)
 
-    def touching(self, contribution: Contribution | None) -> list[AppliedRule]:
-        """The rules whose key this order's ledger row holds."""
+    def counting(self, contribution: Contribution | None) -> dict[str, AppliedRule]:
+        """The rules this order (its ledger row) counts towards, by tag id, in the order
+        of its keys: those whose key it holds, and whose window it is in."""
+        found: dict[str, AppliedRule] = {}
         if contribution is None:
-            return []
-        found = [
-            applied for key in contribution.categories for applied in self._by_category.get(key, ())
-        ]
-        found += [
-            applied
-            for key in contribution.product_names
-            for applied in self._by_product.get(key, ())
-        ]
+            return found
+        for keys, index in (
+            (contribution.categories, self._by_category),
+            (contribution.product_names, self._by_product),
+        ):
+            for key in keys:
+                for applied in index.get(key.int, ()):
+                    if applied.in_window(contribution):
+                        found[applied.rule.tag_id] = applied
         return found
 
 
-def _step_between(
-    applied: AppliedRule,
-    old: Contribution | None,
-    new: Contribution,
-    user_id: str,
-    at: datetime,
-) -> list[TagStep]:
-    was, now = applied.counts(old), applied.counts(new)
-    tag_id = applied.rule.tag_id
-    if old is not None and was and now and old.user_key == new.user_key:
-        return []
-    steps = []
-    if old is not None and was:
-        steps.append(TagStep(old.user_key, None, tag_id, -1, at))
-    if now:
-        steps.append(TagStep(new.user_key, user_id, tag_id, 1, at))
-    return steps
-
-
 def tag_steps(
-    rules: RuleIndex, ledger: Mapping[uuid.UUID, Contribution], versions: Iterable[OrderFacts]
+    rules: RuleIndex,
+    ledger: Mapping[uuid.UUID, Contribution],
+    versions: Iterable[OrderFacts],
+    made: Iterable[Contribution] = (),
 ) -> list[TagStep]:
     """The steps of a batch of order versions, in the order they came, given the ledger
     rows of its orders before the batch: each version newer than its order's row so far
-    replaces it (as :func:`~dwh_core.counters.plan_update` does, version by version)."""
+    replaces it (as :func:`~dwh_core.counters.plan_update` does, version by version).
+    ``made``: ledger rows already made of some of these versions (the batch's update),
+    so that they are not made twice."""
     if not rules:
         return []
     rows = dict(ledger)
+    ready = {row.order_key: row for row in made}
     steps: list[TagStep] = []
     for facts in versions:
         old = rows.get(facts.order_key)
-        if old is not None and old.version >= facts.version:
+        version = facts.version
+        if old is not None and old.version >= version:
             continue
-        new = contribution_of(facts)
+        new = ready.get(facts.order_key)
+        if new is None or new.version != version:
+            new = contribution_of(facts)
         rows[facts.order_key] = new
-        seen: set[str] = set()
-        for applied in rules.touching(old) + rules.touching(new):
-            if applied.rule.tag_id not in seen:
-                seen.add(applied.rule.tag_id)
-                steps += _step_between(applied, old, new, facts.user_id, facts.update_ts)
+        was, now = rules.counting(old), rules.counting(new)
+        same_user = old is not None and old.user_key == new.user_key
+        for tag_id in dict.fromkeys([*was, *now]):
+            if tag_id in was and tag_id in now and same_user:
+                continue
+            if old is not None and tag_id in was:
+                steps.append(TagStep(old.user_key, None, tag_id, -1, facts.update_ts))
+            if tag_id in now:
+                steps.append(TagStep(new.user_key, facts.user_id, tag_id, 1, facts.update_ts))
     return steps
 
 
@@ -324,9 +323,8 @@ def count_matches(
     index = RuleIndex(rules)
     counts: Counter[tuple[uuid.UUID, str]] = Counter()
     for row in rows:
-        for applied in index.touching(row):
-            if applied.counts(row):
-                counts[(row.user_key, applied.rule.tag_id)] += 1
+        for tag_id in index.counting(row):
+            counts[(row.user_key, tag_id)] += 1
     return counts
 
 
