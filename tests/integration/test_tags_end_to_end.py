@@ -18,6 +18,12 @@ from pathlib import Path
 import orjson
 import psycopg
 import pytest
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not re-exported in the stubs
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+)
 
 from dwh_adapters.kafka import KafkaBatchConsumer, ensure_topics
 from dwh_adapters.memory import FixedClock, InMemoryDictionaries
@@ -255,3 +261,49 @@ def test_a_rule_change_applied_while_the_workers_run_is_used_from_the_next_batch
             " WHERE m.tag_id = 'pizza_fan' AND c.order_cnt < 2"
         ).fetchone()
         assert members == (0,)
+
+
+def set_max_message_bytes(topic: str, limit: int) -> None:
+    entry = ConfigEntry(
+        "max.message.bytes", str(limit), incremental_operation=AlterConfigOpType.SET
+    )
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[entry])
+    admin = AdminClient({"bootstrap.servers": KAFKA.bootstrap_servers})
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
+
+
+def test_a_tags_topic_that_cannot_take_the_events_delays_them_but_not_the_marts(
+    warehouse: PgSettings, topology: Topology, tmp_path: Path
+) -> None:
+    feed = list(OrderGenerator(DICTIONARIES, seed=8).messages(ORDERS // 3))
+    orders = {orjson.loads(m)["object_id"] for m in feed}
+    rules = tmp_path / "rules.toml"
+    rules.write_text(RULES, encoding="utf-8")
+    env = {"DWH_TAG_RULES": str(rules)}
+    set_max_message_bytes(topology.tags_topic, 64)  # smaller than any event
+    workers = {layer: start_worker(topology, layer, env) for layer in ("stg", "dds", "cdm")}
+    with connect(warehouse, autocommit=True) as conn:
+        try:
+            produce(topology.source, feed)
+            wait_for(partial(reached, conn, len(orders)), 120, "every order in CDM")
+            waiting = count(conn, "SELECT count(*) FROM cdm.user_tag_events WHERE NOT published")
+            assert waiting > 0, "the transitions wait in the warehouse"
+            log = workers["cdm"].log_path
+            wait_for(
+                lambda: "tag transitions not delivered" in log.read_text(encoding="utf-8"),
+                60,
+                "the CDM worker to say the transitions wait",
+            )
+            set_max_message_bytes(topology.tags_topic, 1_048_588)
+            wait_for(
+                lambda: (
+                    count(conn, "SELECT count(*) FROM cdm.user_tag_events WHERE NOT published") == 0
+                ),
+                120,
+                "the waiting transitions to be delivered once the topic takes them",
+            )
+        finally:
+            codes = {layer: w.terminate() for layer, w in workers.items()}
+        assert codes == {"stg": 0, "dds": 0, "cdm": 0}
+        assert tag_differences(conn)[1] == []
