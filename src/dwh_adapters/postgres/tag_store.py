@@ -2,7 +2,7 @@
 under the one row of ``cdm.tag_control``), the count and standing of every user in
 every tag (``cdm.user_tag_counters``, claimed like the ledger:
 :mod:`~dwh_adapters.postgres.claims`), the members (``cdm.user_tags``) and every
-transition (``cdm.user_tag_events``), which :meth:`TagOutbox.deliver` publishes after
+transition (``cdm.user_tag_events``), which :func:`deliver_pending` publishes after
 the commit.
 
 Who locks what: a CDM batch reads the rules under ``FOR SHARE`` of the control row, so
