@@ -36,7 +36,14 @@ from dwh_workers.sample import OrderGenerator, dictionary_entries, sample_dictio
 from dwh_workers.topology import Topology
 from tests.support.cli import dwh_command
 from tests.support.databases import fresh_database
-from tests.support.processes import KAFKA, produce, provisioned, start_worker, wait_for
+from tests.support.processes import (
+    KAFKA,
+    produce,
+    provisioned,
+    running,
+    start_worker,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -128,6 +135,14 @@ def ledger_rows(conn: psycopg.Connection) -> int:
     return count(conn, "SELECT count(*) FROM cdm.order_contributions")
 
 
+def waiting(conn: psycopg.Connection) -> int:
+    return count(conn, "SELECT count(*) FROM cdm.user_tag_events WHERE NOT published")
+
+
+def all_published(conn: psycopg.Connection) -> bool:
+    return waiting(conn) == 0
+
+
 def reached(conn: psycopg.Connection, rows: int) -> bool:
     return ledger_rows(conn) >= rows
 
@@ -143,30 +158,24 @@ def test_tags_are_exact_and_delivered_in_order_across_sigkills(
     rules = tmp_path / "rules.toml"
     rules.write_text(RULES, encoding="utf-8")
     env = {"DWH_TAG_RULES": str(rules), "DWH_BATCH_SIZE": "200"}
-    workers = {layer: start_worker(topology, layer, env) for layer in ("stg", "dds", "cdm")}
     with connect(warehouse, autocommit=True) as conn:
-        try:
+        with running(topology, extra_env=env) as workers:
             produce(topology.source, feed)
             at_kills = []
             for kill_at in (ORDERS // 5, ORDERS // 3, ORDERS // 2):
                 wait_for(partial(reached, conn, kill_at), 120, f"{kill_at} orders in CDM")
-                workers["cdm"].kill()
+                workers["cdm"][0].kill()
                 at_kills.append(ledger_rows(conn))
                 if kill_at == ORDERS // 3:
-                    workers["dds"].kill()
-                    workers["dds"] = start_worker(topology, "dds", env)
-                workers["cdm"] = start_worker(topology, "cdm", env)
+                    workers["dds"][0].kill()
+                    workers["dds"][0] = start_worker(topology, "dds", env)
+                workers["cdm"][0] = start_worker(topology, "cdm", env)
             wait_for(lambda: len(stored(conn)) >= len(want_events), 180, "every transition")
             wait_for(
-                lambda: (
-                    count(conn, "SELECT count(*) FROM cdm.user_tag_events WHERE NOT published") == 0
-                ),
+                partial(all_published, conn),
                 60,
                 "every transition published",
             )
-        finally:
-            codes = {layer: w.terminate() for layer, w in workers.items()}
-        assert codes == {"stg": 0, "dds": 0, "cdm": 0}
         assert min(at_kills) < ledger_rows(conn), "a kill came before the backlog was done"
         # Each user's transitions in each tag, in order (users interleave differently:
         # the layers' topics have three partitions).
@@ -221,9 +230,8 @@ def test_a_rule_change_applied_while_the_workers_run_is_used_from_the_next_batch
     rules = tmp_path / "rules.toml"
     rules.write_text(RULES, encoding="utf-8")
     env = {"DWH_TAG_RULES": str(rules)}
-    workers = {layer: start_worker(topology, layer, env) for layer in ("stg", "dds", "cdm")}
     with connect(warehouse, autocommit=True) as conn:
-        try:
+        with running(topology, extra_env=env):
             produce(topology.source, feed[:half])
             wait_for(partial(reached, conn, len(first)), 120, "the first half in CDM")
             changed = tmp_path / "changed.toml"
@@ -246,15 +254,10 @@ def test_a_rule_change_applied_while_the_workers_run_is_used_from_the_next_batch
             )
             assert by_orders > 0
             wait_for(
-                lambda: (
-                    count(conn, "SELECT count(*) FROM cdm.user_tag_events WHERE NOT published") == 0
-                ),
+                partial(all_published, conn),
                 60,
                 "every transition published",
             )
-        finally:
-            codes = {layer: w.terminate() for layer, w in workers.items()}
-        assert codes == {"stg": 0, "dds": 0, "cdm": 0}
         assert tag_differences(conn)[1] == []
         members = conn.execute(
             "SELECT count(*) FROM cdm.user_tags m JOIN cdm.user_tag_counters c USING (user_id, tag_id)"
@@ -282,14 +285,12 @@ def test_a_tags_topic_that_cannot_take_the_events_delays_them_but_not_the_marts(
     rules.write_text(RULES, encoding="utf-8")
     env = {"DWH_TAG_RULES": str(rules)}
     set_max_message_bytes(topology.tags_topic, 64)  # smaller than any event
-    workers = {layer: start_worker(topology, layer, env) for layer in ("stg", "dds", "cdm")}
     with connect(warehouse, autocommit=True) as conn:
-        try:
+        with running(topology, extra_env=env) as workers:
             produce(topology.source, feed)
             wait_for(partial(reached, conn, len(orders)), 120, "every order in CDM")
-            waiting = count(conn, "SELECT count(*) FROM cdm.user_tag_events WHERE NOT published")
-            assert waiting > 0, "the transitions wait in the warehouse"
-            log = workers["cdm"].log_path
+            assert waiting(conn) > 0, "the transitions wait in the warehouse"
+            log = workers["cdm"][0].log_path
             wait_for(
                 lambda: "tag transitions not delivered" in log.read_text(encoding="utf-8"),
                 60,
@@ -297,13 +298,8 @@ def test_a_tags_topic_that_cannot_take_the_events_delays_them_but_not_the_marts(
             )
             set_max_message_bytes(topology.tags_topic, 1_048_588)
             wait_for(
-                lambda: (
-                    count(conn, "SELECT count(*) FROM cdm.user_tag_events WHERE NOT published") == 0
-                ),
+                partial(all_published, conn),
                 120,
                 "the waiting transitions to be delivered once the topic takes them",
             )
-        finally:
-            codes = {layer: w.terminate() for layer, w in workers.items()}
-        assert codes == {"stg": 0, "dds": 0, "cdm": 0}
         assert tag_differences(conn)[1] == []
