@@ -45,17 +45,14 @@ CREATE TABLE cdm.user_tag_counters (
     PRIMARY KEY (user_id, tag_id)
 );
 
--- The current members.
-CREATE TABLE cdm.user_tags (
-    user_id        uuid      NOT NULL,
-    tag_id         varchar   NOT NULL,
-    user_source_id varchar   NOT NULL,
-    entered_at     timestamp NOT NULL,
-    order_cnt      int       NOT NULL,
-    sequence       int       NOT NULL,
-    PRIMARY KEY (user_id, tag_id)
-);
-CREATE INDEX user_tags_tag ON cdm.user_tags (tag_id);
+-- The current members: the counters of those who entered and have not exited (a view,
+-- so that nothing else is written per batch and nothing can disagree with them).
+CREATE VIEW cdm.user_tags AS
+    SELECT user_id, tag_id, user_source_id, entered_at, order_cnt, sequence
+    FROM cdm.user_tag_counters
+    WHERE entered_at IS NOT NULL;
+CREATE INDEX user_tag_counters_members ON cdm.user_tag_counters (tag_id)
+    WHERE entered_at IS NOT NULL;
 
 -- Every transition, in order; event_id is the order of delivery to the topic
 -- cdm-service-user-tags, published marks those delivered.

@@ -18,12 +18,12 @@ from psycopg.rows import TupleRow
 
 from dwh_adapters.postgres.claims import ClaimedTable, Claims
 from dwh_adapters.postgres.connection import ConnectionOwner
+from dwh_adapters.postgres.ledger import LEDGER_COLUMNS, contribution
 from dwh_adapters.postgres.settings import PgSettings
 from dwh_adapters.postgres.statements import arrays_of, assignments
 from dwh_adapters.postgres.tag_store import RuleCache, TagKey, TagTables, deliver_pending
 from dwh_core.counters import Contribution, CounterDelta, CounterUpdate
 from dwh_core.tags import RuleIndex, TagEvent, TagState, TagUpdate
-from dwh_core.versions import Version
 
 
 def _counter_update(table: str, key: str, name: str) -> sql.Composed:
@@ -85,8 +85,7 @@ _LEDGER_CLAIMS = ClaimedTable(
         " ON CONFLICT DO NOTHING"
     ),
     lock=sql.SQL(
-        "SELECT order_key, user_key, update_ts, tiebreak, products, categories, order_date,"
-        " product_names FROM cdm.order_contributions"
+        f"SELECT {LEDGER_COLUMNS} FROM cdm.order_contributions"
         " WHERE order_key = ANY(%b::uuid[]) ORDER BY order_key FOR UPDATE"
     ),
     release=sql.SQL(
@@ -119,18 +118,7 @@ class PostgresCounterTransaction:
 
     def ledger(self, order_keys: Collection[uuid.UUID]) -> Mapping[uuid.UUID, Contribution]:
         rows = self._claims.lock([(key,) for key in order_keys])
-        return {
-            key: Contribution(
-                key,
-                user_key,
-                Version(ts, tiebreak),
-                frozenset(products),
-                frozenset(categories),
-                date,
-                frozenset(names),
-            )
-            for key, user_key, ts, tiebreak, products, categories, date, names in rows
-        }
+        return {row[0]: contribution(row) for row in rows}
 
     def tag_states(self, keys: Collection[tuple[uuid.UUID, str]]) -> Mapping[TagKey, TagState]:
         return self._tags.states(keys)

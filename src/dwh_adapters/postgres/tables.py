@@ -24,7 +24,6 @@ CDM_TABLES = (
 TAG_TABLES = (
     "cdm.tag_rules",
     "cdm.user_tag_counters",
-    "cdm.user_tags",
     "cdm.user_tag_events",
 )
 WAREHOUSE_TABLES = (*STG_TABLES, *DDS_TABLES, *CDM_TABLES, *TAG_TABLES)

@@ -1,7 +1,7 @@
 """The user tags on PostgreSQL (docs/TAGS.md): the rules in force (``cdm.tag_rules``
 under the one row of ``cdm.tag_control``), the count and standing of every user in
 every tag (``cdm.user_tag_counters``, claimed like the ledger:
-:mod:`~dwh_adapters.postgres.claims`), the members (``cdm.user_tags``) and every
+:mod:`~dwh_adapters.postgres.claims`; the view ``cdm.user_tags`` shows the members) and every
 transition (``cdm.user_tag_events``), which :func:`deliver_pending` publishes after
 the commit.
 
@@ -14,7 +14,7 @@ counters it moves, in key order.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 
@@ -25,8 +25,8 @@ from psycopg.rows import TupleRow
 
 from dwh_adapters.postgres.claims import ClaimedTable, Claims
 from dwh_adapters.postgres.connection import ConnectionOwner
+from dwh_adapters.postgres.ledger import counted_rows
 from dwh_adapters.postgres.statements import arrays_of
-from dwh_core.counters import Contribution
 from dwh_core.tags import (
     AppliedRule,
     RuleChange,
@@ -43,7 +43,6 @@ from dwh_core.tags import (
     window_start_at,
     window_steps,
 )
-from dwh_core.versions import Version
 
 TagKey = tuple[uuid.UUID, str]
 
@@ -81,18 +80,6 @@ _SAVE_STATES = sql.SQL(
     " ON CONFLICT (user_id, tag_id) DO UPDATE SET user_source_id = excluded.user_source_id,"
     " order_cnt = excluded.order_cnt, sequence = excluded.sequence,"
     " entered_at = excluded.entered_at"
-)
-_SAVE_MEMBERS = sql.SQL(
-    "INSERT INTO cdm.user_tags AS t"
-    " (user_id, tag_id, user_source_id, entered_at, order_cnt, sequence)"
-    " SELECT * FROM unnest(%b::uuid[], %b::varchar[], %b::varchar[], %b::timestamp[],"
-    " %b::int[], %b::int[])"
-    " ON CONFLICT (user_id, tag_id) DO UPDATE SET user_source_id = excluded.user_source_id,"
-    " entered_at = excluded.entered_at, order_cnt = excluded.order_cnt,"
-    " sequence = excluded.sequence"
-)
-_DROP_MEMBERS = sql.SQL(
-    f"DELETE FROM cdm.user_tags WHERE (user_id, tag_id) IN (SELECT * FROM {_KEYS})"
 )
 _SAVE_EVENTS = sql.SQL(
     "INSERT INTO cdm.user_tag_events"
@@ -159,7 +146,8 @@ class TagTables:
         return [TagState(*row) for row in rows]
 
     def save(self, update: TagUpdate, ruleset_version: int) -> None:
-        """Store the states and members as they now are, and the transitions in order."""
+        """Store the states as they now are (and so the members), and the transitions
+        in order."""
         states = update.states
         self._claims.replaced((s.user_key, s.tag_id) for s in states)
         with self._conn.cursor() as cursor:
@@ -171,18 +159,6 @@ class TagTables:
                         for s in states
                     ),
                 )
-                members = [s for s in states if s.is_member]
-                if members:
-                    cursor.execute(
-                        _SAVE_MEMBERS,
-                        arrays_of(
-                            (s.user_key, s.tag_id, s.user_id, s.entered_at, s.order_cnt, s.sequence)
-                            for s in members
-                        ),
-                    )
-                others = [(s.user_key, s.tag_id) for s in states if not s.is_member]
-                if others:
-                    cursor.execute(_DROP_MEMBERS, arrays_of(others))
             if update.events:
                 cursor.execute(
                     _SAVE_EVENTS,
@@ -206,38 +182,6 @@ class TagTables:
 
     def release_placeholders(self) -> None:
         self._claims.release()
-
-
-def ledger_rows(
-    conn: psycopg.Connection[TupleRow],
-    dated_after: datetime | None = None,
-    dated_until: datetime | None = None,
-) -> Iterator[Contribution]:
-    """The ledger rows that count (every one, or those dated in (after, until]), in
-    order-key order; read by a server-side cursor, so memory stays flat."""
-    where = "WHERE update_ts IS NOT NULL AND cardinality(categories) > 0"
-    params: list[object] = []
-    if dated_after is not None and dated_until is not None:
-        where += " AND order_date > %b AND order_date <= %b"
-        params = [dated_after, dated_until]
-    with conn.cursor(name="dwh_tag_ledger") as cursor:
-        cursor.itersize = 10_000
-        cursor.execute(
-            "SELECT order_key, user_key, update_ts, tiebreak, products, categories,"
-            f" order_date, product_names FROM cdm.order_contributions {where}"
-            " ORDER BY order_key",
-            params,
-        )
-        for key, user, ts, tiebreak, products, categories, date, names in cursor:
-            yield Contribution(
-                key,
-                user,
-                Version(ts, tiebreak),
-                frozenset(products),
-                frozenset(categories),
-                date,
-                frozenset(names),
-            )
 
 
 _LOCK_KEY = 0x6477685F74616773  # "dwh_tags": held by one deliverer at a time
@@ -315,7 +259,7 @@ def change_rules(
     if change.is_empty:
         return change, TagUpdate(), current.version
     recounted = change.recounted
-    counts = count_matches(recounted, ledger_rows(conn)) if recounted else {}
+    counts = count_matches(recounted, counted_rows(conn)) if recounted else {}
     tables = TagTables(conn)
     states = tables.states_of_tags(
         [a.rule.tag_id for a in recounted] + [r.tag_id for r in change.removed], lock=apply
@@ -362,7 +306,7 @@ def recount_tags(conn: psycopg.Connection[TupleRow], clock: datetime) -> TagUpda
     _lock_control(conn)
     rules = read_rules(conn)
     applied = list(rules.rules.values())
-    counts = count_matches(applied, ledger_rows(conn))
+    counts = count_matches(applied, counted_rows(conn))
     tables = TagTables(conn)
     states = tables.states_of_tags(list(rules.rules))
     known = {(s.user_key, s.tag_id) for s in states}
@@ -385,7 +329,7 @@ def sweep_windows(conn: psycopg.Connection[TupleRow], clock: datetime) -> TagUpd
         if start is None or applied.window_start is None or start <= applied.window_start:
             continue
         moved[applied.rule.tag_id] = start
-        steps += window_steps(applied, start, ledger_rows(conn, applied.window_start, start))
+        steps += window_steps(applied, start, counted_rows(conn, applied.window_start, start))
     if not moved:
         return TagUpdate()
     steps.sort(key=lambda s: (s.at, s.user_key.int, s.tag_id))
@@ -474,7 +418,7 @@ def tag_differences(conn: psycopg.Connection[TupleRow]) -> tuple[int, list[TagDi
 
 def _tag_differences(conn: psycopg.Connection[TupleRow]) -> tuple[int, list[TagDifference]]:
     rules = read_rules(conn)
-    expected = count_matches(rules.rules.values(), ledger_rows(conn))
+    expected = count_matches(rules.rules.values(), counted_rows(conn))
     stored = {
         (user, tag): (count, entered)
         for user, tag, count, entered in conn.execute(
@@ -482,38 +426,21 @@ def _tag_differences(conn: psycopg.Connection[TupleRow]) -> tuple[int, list[TagD
             " WHERE order_cnt IS NOT NULL"
         )
     }
-    members = {
-        (user, tag): count
-        for user, tag, count in conn.execute("SELECT user_id, tag_id, order_cnt FROM cdm.user_tags")
-    }
     found: list[TagDifference] = []
-    keys = {key for key in stored.keys() | expected.keys() if key[1] in rules.rules}
-    for key in sorted(keys | members.keys(), key=lambda k: (k[1], k[0].int)):
-        applied = rules.rules.get(key[1])
-        count = expected.get(key, 0)
+    keys = stored.keys() | expected.keys()
+    for user, tag in sorted(keys, key=lambda k: (k[1], k[0].int)):
+        count = expected.get((user, tag), 0)
+        stored_count, entered = stored.get((user, tag), (0, None))
+        applied = rules.rules.get(tag)
         if applied is None:
-            found.append(
-                TagDifference(key[0], key[1], "member of a tag not in force", None, "member")
-            )
+            if entered is not None:
+                found.append(TagDifference(user, tag, "member of a tag not in force", None, True))
             continue
-        stored_count, entered = stored.get(key, (0, None))
-        member = count >= applied.rule.at_least
         if stored_count != count:
-            found.append(TagDifference(key[0], key[1], "orders counted", count, stored_count))
-        if member != (entered is not None) or member != (key in members):
-            found.append(
-                TagDifference(
-                    key[0],
-                    key[1],
-                    "member",
-                    member,
-                    {"state": entered is not None, "user_tags": key in members},
-                )
-            )
-        elif member and members[key] != count:
-            found.append(
-                TagDifference(key[0], key[1], "orders in cdm.user_tags", count, members[key])
-            )
+            found.append(TagDifference(user, tag, "orders counted", count, stored_count))
+        member = count >= applied.rule.at_least
+        if member != (entered is not None):
+            found.append(TagDifference(user, tag, "member", member, entered is not None))
     found += _against_the_category_mart(conn, rules, expected)
     return len(keys), found
 
